@@ -1,0 +1,268 @@
+"""ddp-launch: start DDP training with torchrun and check it against a single-process full-batch run.
+
+What it does: runs `python -m torch.distributed.run --standalone --nproc-per-node N -m demos.ddp_worker`
+as a subprocess (gloo on CPU; NCCL when there are at least N GPUs), forwards every line the workers print
+(prefixed `[rank r]`) to the log as it arrives, then checks that
+
+- torchrun exited 0 (a crashed rank makes torchrun stop the others and exit non-zero: a clear failure,
+  not a hang; the collectives also carry a timeout, and a watchdog here stops torchrun as a last resort);
+- the parameters were bit-identical on every rank after EVERY step (the workers all_gather them each step);
+- the parameters after every step equal a single-process run in this process (same seed, same global batch
+  of size `global_batch`, full-batch mean loss, float64) to within 1e-10;
+- the full-dataset loss went down.
+
+Ports: `--standalone` starts the rendezvous store on a free port that the OS picks, so two runs on one host
+never collide (tests/test_ddp_launch.py starts two at once).
+
+Across nodes, run the worker module itself with torchrun on every node (the launcher here is single-node),
+pointing all nodes at one rendezvous endpoint on node 0:
+
+    # on each of the 2 nodes (same command; c10d assigns the node ranks):
+    python -m torch.distributed.run --nnodes 2 --nproc-per-node 2 \\
+        --rdzv-backend c10d --rdzv-endpoint NODE0_HOST:29400 --rdzv-id ddp-demo-1 \\
+        -m demos.ddp_worker --out /shared/run --backend nccl
+
+    # or with static ranks: --node-rank 0 on node 0 and --node-rank 1 on node 1, plus
+    #   --master-addr NODE0_HOST --master-port 29500 instead of the --rdzv-* options
+
+Global rank 0 writes `record.json` into `--out`; the bit-identity check runs inside the workers (all_gather),
+so it holds across nodes too.
+
+Variants (planted bugs): `no-ddp` (no gradient averaging: ranks diverge, the bit-identity check fails),
+`same-shard` (every rank trains on rank 0's shard: ranks agree but differ from the full-batch run),
+`crash-rank1` (rank 1 raises at step 2: the run fails promptly with rank 1's error).
+
+Typical duration of the default run on 2 idle CPU cores: about 12 s (two worker processes importing torch).
+
+    python -m demos.ddp_launch --param nproc=2 --param variant=no-ddp --out /tmp/ddp
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from demos.harness import Report, main_for
+from demos.spec import DemoParamError, DemoSpec, Param
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-10        # float64 parameters vs. the single-process run
+WATCHDOG_S = 150.0       # last resort below SPEC.timeout_s: stop torchrun (and so its workers)
+
+SPEC = DemoSpec(
+    id="ddp-launch",
+    title="用 torchrun 启动 DDP 训练",
+    summary="torchrun 启动多进程 DDP 训练，逐步校验各 rank 参数逐位一致，并与单进程全批次训练对比",
+    articles=("pytorch-ddp",),
+    module="demos.ddp_launch",
+    params=(
+        Param("nproc", int, 2, "每个节点的进程数（--nproc-per-node）", min=1, max=4),
+        Param("epochs", int, 2, "训练轮数", min=1, max=20),
+        Param("global_batch", int, 16, "全局批大小（各 rank 批大小之和）", min=2, max=128),
+        Param("lr", float, 0.1, "SGD 学习率", min=1e-4, max=1.0),
+        Param("seed", int, 0, "模型初始化与采样器的随机种子", min=0, max=2**31 - 1),
+        Param("variant", str, "none", "植入的错误", choices=("none", "no-ddp", "same-shard", "crash-rank1"),
+              advanced=True),
+    ),
+    device="cuda-preferred",
+    processes=2,
+    timeout_s=180.0,
+    tags=("pytorch", "distributed"),
+)
+
+
+def pick_backend(nproc: int) -> str:
+    """NCCL when every process can have its own GPU, else gloo on CPU."""
+    import torch
+
+    return "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= nproc else "gloo"
+
+
+def torchrun_command(out: Path, nproc: int, epochs: int, global_batch: int, lr: float, seed: int,
+                     backend: str, variant: str) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
+        "--monitor-interval", "0.1",   # notice a dead worker quickly
+        "-m", "demos.ddp_worker",
+        "--out", str(out), "--epochs", str(epochs), "--global-batch", str(global_batch),
+        "--lr", repr(lr), "--seed", str(seed), "--backend", backend, "--variant", variant,
+    ]
+
+
+def launch(cmd: list[str], report: Report, log_path: Path, watchdog_s: float = WATCHDOG_S) -> tuple[int, list[str]]:
+    """Run torchrun, forwarding each output line to report.log as it comes; returns (exit code, lines)."""
+    env = dict(os.environ)
+    # TORCH_ELASTIC_SHUTDOWN_TIMEOUT: after a rank dies, SIGKILL survivors 5 s after SIGTERM (default 30 s);
+    # the environment variable rather than --shutdown-timeout, which torch < 2.13 does not know.
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TORCH_ELASTIC_SHUTDOWN_TIMEOUT="5",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])))
+    # torchrun stays in our process group, so a runner that kills the group reaches it; torchrun forwards
+    # SIGTERM to its workers (each of which it keeps in a session of its own).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+
+    def stop():
+        report.log(f"[launcher] watchdog: torchrun still running after {watchdog_s:.0f} s, stopping it")
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    timer = threading.Timer(watchdog_s, stop)
+    timer.daemon = True
+    timer.start()
+    lines = []
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                log.write(line + "\n")
+                report.log(line)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    return rc, lines
+
+
+def first_error(lines: list[str]) -> str:
+    """The failing rank's exception: the first 'XError: message' in torchrun's root-cause section, else anywhere."""
+    pattern = re.compile(r"\b(\w*(?:Error|Exception)|run\.py: error): (.+)")  # the latter: torchrun's usage errors
+    root = next((i for i, line in enumerate(lines) if "Root Cause" in line), 0)
+    for line in lines[root:] + lines[:root]:
+        m = pattern.search(line)
+        if m and m.group(1) != "ChildFailedError":
+            return f"{m.group(1)}: {m.group(2).strip()}"
+    signal_line = next((line.strip() for line in lines[root:] if "Signal" in line and "received" in line), None)
+    return signal_line or "no exception line in the output"
+
+
+def reference_run(epochs: int, global_batch: int, lr: float, seed: int) -> tuple[list[list[float]], list[float]]:
+    """Single process, full global batch: same init, same permutation (DistributedSampler with one replica)."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from demos.ddp_worker import flat_params, make_dataset, make_model, sgd_step
+
+    x, y = make_dataset()
+    dataset = TensorDataset(x, y)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=global_batch, sampler=sampler, drop_last=True)
+    model = make_model(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    params, losses = [], []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for xb, yb in loader:
+            losses.append(sgd_step(model, opt, xb, yb))
+            params.append(flat_params(model).tolist())
+    return params, losses
+
+
+def full_loss(flat: list[float], seed: int) -> float:
+    """Mean squared error over the whole dataset for the MLP holding parameters `flat`."""
+    import torch
+
+    from demos.ddp_worker import make_dataset, make_model
+
+    x, y = make_dataset()
+    model = make_model(seed)
+    torch.nn.utils.vector_to_parameters(torch.tensor(flat, dtype=torch.float64), model.parameters())
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(model(x), y).item()
+
+
+def plot_losses(path: Path, ddp_losses: list[float], ref_losses: list[float], world: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ref_losses, "o-", color="0.6", lw=3, label="single process, full batch")
+    ax.plot(ddp_losses, ".--", color="C0", label=f"DDP, {world} ranks (mean of ranks)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("batch MSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(report: Report, nproc: int = 2, epochs: int = 2, global_batch: int = 16, lr: float = 0.1,
+        seed: int = 0, variant: str = "none") -> None:
+    from demos.ddp_worker import N_SAMPLES, RECORD_FILE
+
+    if global_batch % nproc or N_SAMPLES % nproc:
+        raise DemoParamError(f"global_batch ({global_batch}) and the dataset size ({N_SAMPLES}) must both be "
+                             f"divisible by nproc ({nproc}) so every rank gets equal batches")
+    backend = pick_backend(nproc)
+    work = report.out / "ddp"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / RECORD_FILE).unlink(missing_ok=True)
+    cmd = torchrun_command(work, nproc, epochs, global_batch, lr, seed, backend, variant)
+    report.log(f"[launcher] backend={backend}; running: {' '.join(cmd[1:])}")
+    t0 = time.monotonic()
+    rc, lines = launch(cmd, report, report.artifact("torchrun.log"))
+    report.metric("torchrun_s", round(time.monotonic() - t0, 2))
+    report.metric("world_size", nproc)
+    report.metric("backend", backend)
+
+    rec_path = work / RECORD_FILE
+    ok = rc == 0 and rec_path.exists()
+    detail = (f"torchrun exit code 0, {rec_path.name} written" if ok else
+              f"torchrun exit code {rc} after {time.monotonic() - t0:.1f} s; first error: {first_error(lines)}")
+    if not report.check("workers_exit_cleanly", ok, detail):
+        return  # nothing to compare: the failure above is the result
+    rec = json.loads(rec_path.read_text())
+    report.device = rec["device"] if rec["device"] == "cpu" else f"{rec['device']} ({rec['device_name']})"
+    steps = rec["steps"]
+
+    expected_steps = epochs * (N_SAMPLES // global_batch)
+    report.check("step_count", len(steps) == expected_steps,
+                 f"{len(steps)} steps recorded, expected {epochs} epochs × {N_SAMPLES // global_batch}")
+
+    mismatched = [i for i, s in enumerate(steps) if not s["identical"]]
+    max_rank_diff = max((s["max_rank_diff"] for s in steps), default=0.0)
+    report.metric("max_param_diff_across_ranks", max_rank_diff)
+    report.check("params_bit_identical_every_step", bool(steps) and not mismatched,
+                 f"{len(steps) - len(mismatched)}/{len(steps)} steps bit-identical across {nproc} rank{'s' if nproc > 1 else ''}"
+                 + (f"; first mismatch at step {mismatched[0]}, max |Δ| = {max_rank_diff:.3e}" if mismatched else ""))
+
+    ref_params, ref_losses = reference_run(epochs, global_batch, lr, seed)
+    n = min(len(ref_params), len(steps))
+    diffs = [max(abs(a - b) for a, b in zip(steps[i]["params"], ref_params[i])) for i in range(n)]
+    max_ref_diff = max(diffs, default=float("inf"))
+    report.metric("max_param_diff_vs_single_process", max_ref_diff)
+    worst = max(range(n), key=diffs.__getitem__) if n else -1
+    report.check("matches_single_process_full_batch", n == len(ref_params) and max_ref_diff <= TOLERANCE,
+                 f"max |θ_ddp − θ_single| over {n} steps = {max_ref_diff:.3e} (step {worst}); "
+                 f"tolerance {TOLERANCE:.0e}")
+
+    loss0 = full_loss(initial_params(seed), seed)
+    loss1 = full_loss(steps[-1]["params"], seed)
+    report.metric("full_loss_initial", loss0)
+    report.metric("full_loss_final", loss1)
+    report.check("loss_decreases", loss1 < loss0, f"full-dataset MSE {loss0:.6f} → {loss1:.6f}")
+
+    plot_losses(report.artifact("loss.png"), [s["loss"] for s in steps], ref_losses, nproc)
+
+
+def initial_params(seed: int) -> list[float]:
+    from demos.ddp_worker import flat_params, make_model
+
+    return flat_params(make_model(seed)).tolist()
+
+
+def main(argv=None):
+    raise SystemExit(main_for(SPEC, run, argv))
+
+
+if __name__ == "__main__":
+    main()
