@@ -39,7 +39,7 @@ class Report:
     quiet: bool = False
 
     def __post_init__(self):
-        self.out = Path(self.out)
+        self.out = Path(self.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
 
     def log(self, message: str) -> None:
