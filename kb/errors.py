@@ -26,3 +26,11 @@ class ModelError(KBError):
 
 class IndexError_(KBError):
     """The index on disk is missing, corrupted, truncated or does not match the configuration."""
+
+
+class IndexMissing(IndexError_):
+    """No index has been built in the data directory yet."""
+
+
+class DevSetError(KBError):
+    """An evaluation file cannot be read: names the file and the line."""

@@ -1,0 +1,4 @@
+"""`python -m kb ...` is the `kb` command."""
+from kb.cli import main
+
+raise SystemExit(main())

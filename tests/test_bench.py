@@ -1,0 +1,38 @@
+"""`kb bench` end to end on a tiny corpus with the fake embedder and a small synthetic scale run."""
+import numpy as np
+
+from kb.bench import format_report, run_bench, synthetic
+from kb.config import Config
+from kb.embedding import FakeEmbedder
+from tests.test_index import TERMS, write_article
+
+
+def test_bench_report_on_a_copy(tmp_path):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for i, slug in enumerate(("a-one", "b-two", "c-three")):
+        write_article(folder, slug, f"列表{i}。\n\n## 节\n\n元组{i}；引用{i}。\n")
+    before = sorted((p.name, p.read_bytes()) for p in folder.iterdir())
+    home = tmp_path / "home"
+    report = run_bench(Config(articles_dir=folder, home=home), scales=[2000], queries=50,
+                       embedder=FakeEmbedder(TERMS), hnsw_max=2000)
+    assert sorted((p.name, p.read_bytes()) for p in folder.iterdir()) == before, "the articles are untouched"
+    assert not home.exists(), "the user's index is never written"
+    assert (report.articles, report.chunks, report.incremental_article) == (3, 6, "b-two")
+    assert report.queries > 0 and report.query_p95_ms >= report.query_p50_ms > 0
+    flat = [r for r in report.scale if r.index.startswith("Flat")]
+    assert len(flat) == 1 and flat[0].recall10 == 1.0
+    for kind in ("IVF", "HNSW"):
+        rows = [r for r in report.scale if r.index.startswith(kind)]
+        chosen = [r for r in rows if r.operating_point]
+        assert len(chosen) == 1, f"one {kind} operating point"
+        assert chosen[0].recall10 >= 0.95 or chosen[0] is rows[-1]
+    text = format_report(report)
+    assert "| articles / chunks | 3 / 6 |" in text and "| 2,000 | Flat (exact) |" in text
+
+
+def test_synthetic_vectors_are_unit_and_reproducible():
+    data, queries = synthetic(3000, 16, 7, seed=3)
+    assert data.shape == (3000, 16) and queries.shape == (7, 16) and data.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(data, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(synthetic(3000, 16, 7, seed=3)[0], data)

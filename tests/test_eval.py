@@ -1,0 +1,121 @@
+"""Evaluation: metrics by hand on a fake system, the dev set's own checks, and the quality invariant on the
+real model (hit@5, MRR@10, refusal) through `kb eval`, on the session's real index."""
+import json
+from pathlib import Path
+
+import pytest
+
+from kb import cli
+from kb.articles import load_article
+from kb.chunking import chunk_article
+from kb.errors import DevSetError
+from kb.evaluate import DevQuestion, Ranking, evaluate, load_devset
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVSET = ROOT / "tests" / "data" / "devset.jsonl"
+SLUGS = sorted(p.stem for p in (ROOT / "articles").glob("*.md"))
+GOALS = {"hit5": 0.95, "mrr10": 0.85, "refusal_rate": 0.9}
+MAX_FALSE_REFUSALS = 0.03
+
+
+def test_metrics_by_hand():
+    questions = [
+        DevQuestion("a", "q1", ("x",), ("kw",)),        # first chunk right
+        DevQuestion("b", "q2", ("y", "z"), ("none",)),   # right at rank 3, keyword absent
+        DevQuestion("c", "q3", ("x",), ()),              # not found; no keywords: not in keyword recall
+        DevQuestion("d", "q4", (), ()),                  # unanswerable, refused
+        DevQuestion("e", "q5", (), ()),                  # unanswerable, answered
+    ]
+    answers = {
+        "q1": Ranking(["x", "y"], ["has kw", "b"], True),
+        "q2": Ranking(["w", "w", "z", "y"], ["a", "b", "c", "d"], False),
+        "q3": Ranking(["w"] * 12, ["t"] * 12, True),
+        "q4": Ranking(["x"], ["t"], False),
+        "q5": Ranking(["x"], ["t"], True),
+    }
+    m = evaluate(questions, lambda q: answers[q], "fake")
+    assert (m.answerable, m.unanswerable) == (3, 2)
+    assert (m.hit1, m.hit3, m.hit5) == pytest.approx((1 / 3, 2 / 3, 2 / 3))
+    assert m.mrr10 == pytest.approx((1 + 1 / 3 + 0) / 3)
+    assert m.keyword_recall == pytest.approx(1 / 2)
+    assert (m.refusal_rate, m.false_refusal_rate) == pytest.approx((1 / 2, 1 / 3))
+    assert m.misses == ["c"] and m.wrong_decisions == ["b", "e"]
+    no_decision = evaluate(questions, lambda q: Ranking(answers[q].slugs, answers[q].texts, None), "baseline")
+    assert (no_decision.refusal_rate, no_decision.false_refusal_rate) == (None, None)
+
+
+def test_load_devset_errors_name_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "question": "q", "articles": []}\n\n{"id": "a", "question": "r", "articles": []}\n',
+                    encoding="utf-8")
+    with pytest.raises(DevSetError, match=r"d.jsonl:3: duplicate id 'a'"):
+        load_devset(path)
+    path.write_text('{"id": "a", "question": "  ", "articles": []}\n', encoding="utf-8")
+    with pytest.raises(DevSetError, match=r"d.jsonl:1: empty question"):
+        load_devset(path)
+    with pytest.raises(DevSetError, match="no such file"):
+        load_devset(tmp_path / "missing.jsonl")
+
+
+def test_devset_shape_and_keywords_occur_in_the_accepted_articles():
+    questions = load_devset(DEVSET)
+    answerable = [q for q in questions if q.answerable]
+    assert len(answerable) >= 80 and len(questions) - len(answerable) >= 10
+    per_article = {s: sum(s in q.articles for q in answerable) for s in SLUGS}
+    assert all(n >= 5 for n in per_article.values()), f"every article is asked about: {per_article}"
+    bodies = {s: load_article(ROOT / "articles" / f"{s}.md").body.lower() for s in SLUGS}
+    for q in answerable:
+        assert set(q.articles) <= set(SLUGS), f"{q.id}: unknown slug in {q.articles}"
+        assert q.keywords, f"{q.id}: an answerable question needs keywords"
+        for kw in q.keywords:
+            assert any(kw.lower() in bodies[s] for s in q.articles), f"{q.id}: keyword {kw!r} not in {q.articles}"
+    assert sum(any("a" <= ch.lower() <= "z" for ch in q.question) for q in answerable) >= 20, "mixed and English"
+
+
+@pytest.fixture(scope="module")
+def real_kb(tmp_path_factory):
+    from shared_app import real_kb as shared
+    return shared(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_real_index_matches_the_chunker(real_kb):
+    index = real_kb.loaded_index()
+    assert sorted(index.manifest.articles) == SLUGS
+    for slug in SLUGS:
+        expected = chunk_article(load_article(ROOT / "articles" / f"{slug}.md"), 400, 80)
+        assert [c.id for c in real_kb.chunks(slug)] == [c.id for c in expected], slug
+    assert {s.state for s in real_kb.status()} == {"indexed"}
+
+
+@pytest.mark.slow
+def test_kb_eval_meets_the_goals_on_the_real_model(real_kb, capsys):
+    code = cli.main(["--home", str(real_kb.config.home), "eval", str(DEVSET), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    m = json.loads(out)
+    for name, floor in GOALS.items():
+        assert m[name] >= floor, f"{name} = {m[name]:.3f} < {floor} (misses {m['misses']}, wrong {m['wrong_decisions']})"
+    assert m["false_refusal_rate"] <= MAX_FALSE_REFUSALS, f"false refusals {m['false_refusal_rate']:.3f}: {m['wrong_decisions']}"
+
+
+@pytest.mark.slow
+def test_hybrid_beats_each_single_ranker_on_mrr(real_kb):
+    from kb.evaluate import engine_system
+    questions = load_devset(DEVSET)
+    mrr = {mode: evaluate(questions, engine_system(real_kb, mode), mode).mrr10 for mode in ("hybrid", "dense", "bm25")}
+    assert mrr["hybrid"] > max(mrr["dense"], mrr["bm25"]), mrr
+
+
+@pytest.mark.slow
+def test_real_refusal_and_answer(real_kb):
+    refused = real_kb.search("红烧肉怎么做才好吃")
+    assert not refused.answerable and refused.notice and len(refused.nearest_articles) == 3
+    answered = real_kb.search("Python 的 GC 怎么处理循环引用")
+    assert answered.answerable and answered.hits[0].chunk.slug == "python-gc"
+    # Both articles have a section on it: the page the reader is on wins the near-tie.
+    plain = real_kb.search("默认参数的可变陷阱")
+    preferred = real_kb.search("默认参数的可变陷阱", prefer_slug="python-object-reference")
+    assert plain.hits[0].chunk.slug == "python-mutable-immutable"
+    assert preferred.hits[0].chunk.slug == "python-object-reference"
+    assert preferred.answerable == plain.answerable
