@@ -1,0 +1,89 @@
+"""Shared by the answer, app, tools and browser tests: ONE real knowledge base and ONE live app per session.
+
+Building the real index (the real articles, the real m3e-small model) costs most of these tests' time, so
+it is built once per pytest process into a temporary KB_HOME, whichever test file asks first, and the live
+server (uvicorn in a thread on a free loopback port) reuses it. Not a test module: imported by them.
+
+For quick local iterations, KB_TEST_INDEX_SEED=<a KB_HOME built earlier> copies that index into the
+temporary home first; indexing is incremental, so only changed articles are embedded again.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_kb = None
+_server = None
+_lock = threading.Lock()
+
+
+def real_kb(tmp_path_factory):
+    """The session's KnowledgeBase over the real articles, indexed once."""
+    global _kb
+    with _lock:
+        if _kb is None:
+            from kb.config import Config
+            from kb.engine import KnowledgeBase
+
+            home = tmp_path_factory.mktemp("real-kb-home")
+            seed = os.environ.get("KB_TEST_INDEX_SEED")
+            if seed and Path(seed).is_dir():
+                shutil.copytree(seed, home, dirs_exist_ok=True)
+            kb = KnowledgeBase(Config(articles_dir=ROOT / "articles", home=home))
+            kb.index()
+            _kb = kb
+    return _kb
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveApp:
+    """The app served by uvicorn in a daemon thread; `url` ends with '/'."""
+
+    def __init__(self, state):
+        import uvicorn
+
+        from app import create_server
+
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        config = uvicorn.Config(create_server(state), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="live-app")
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live app did not start within 60 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def live_app(tmp_path_factory, max_demos: int = 2) -> LiveApp:
+    """The session's live app over `real_kb`, with its own runs folder."""
+    global _server
+    with _lock:
+        if _server is not None:
+            return _server
+    kb = real_kb(tmp_path_factory)
+    from app import ChatApp
+    from demos.runner import Runner
+
+    state = ChatApp(kb, Runner(tmp_path_factory.mktemp("live-runs"), max_concurrent=max_demos))
+    with _lock:
+        if _server is None:
+            _server = LiveApp(state)
+    return _server

@@ -1,0 +1,216 @@
+"""kb.answer (and kb.followup, kb.sentences): grounded answers over the real articles and the real model.
+
+One question per article must cite a real section of that article and offer its demo; refusals say so;
+follow-ups inherit the topic; the LLM path runs end to end against a real OpenAI-compatible loopback server.
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+from kb import followup
+from kb.answer import NO_ANSWER, answer, is_code_question, stream_answer
+from kb.articles import load_article
+from kb.errors import QueryError
+from kb.llm import LLMConfig
+from llm_server import FakeOpenAIServer
+from shared_app import real_kb
+
+ARTICLES = Path(__file__).resolve().parent.parent / "articles"
+# One question per article, worded as a reader would ask it.
+QUESTIONS = {
+    "edm-diffusion-framework": "EDM 的网络预条件里 c_skip 和 c_out 是怎么设计的？",
+    "diffusion-sde": "前向 SDE 里 VP、VE 和 sub-VP 三种形式有什么不同？",
+    "python-list-tuple": "列表追加元素时为什么会过度分配内存？",
+    "python-generators": "生成器的 send() 方法是做什么用的？",
+    "python-mutable-immutable": "函数的可变默认参数有什么陷阱？",
+    "python-gc": "Python 的分代回收是怎么工作的？",
+    "python-pdb": "pdb 怎么设置条件断点？",
+    "python-inheritance-mro": "C3 线性化算法是怎么计算 MRO 的？",
+    "python-object-reference": "is 和 == 有什么区别？",
+    "pytorch-ddp": "DistributedSampler 是怎么给每个进程切分数据的？",
+    "tensorflow-tf-export": "TensorFlow 的 tf_export 装饰器做了什么？",
+    "pytorch-autograd": "PyTorch 的 autograd 是怎么构建计算图并反向传播的？",
+}
+LINK = re.compile(r"\[\[(\d+)\]\]\((article/[^)#]+)#([^)]+)\)")
+
+
+@pytest.fixture(scope="session")
+def kb(tmp_path_factory):
+    return real_kb(tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", sorted(QUESTIONS))
+def test_each_article_is_cited_and_offers_its_demo(kb, slug):
+    path = ARTICLES / f"{slug}.md"
+    assert path.exists(), f"article {slug} is missing from articles/"
+    article = load_article(path)
+    a = answer(kb, QUESTIONS[slug])
+    assert a.answerable, f"{slug}: refused: {a.notice}"
+    assert a.citations, f"{slug}: no citation in {a.text!r}"
+    first = a.citations[0]
+    assert first.slug == slug, f"{slug}: first citation is {first.slug} › {first.heading}"
+    anchors = {s.anchor for s in article.sections}
+    for c in a.citations:
+        cited = load_article(ARTICLES / f"{c.slug}.md")
+        assert cited.section(c.anchor) is not None, f"citation {c.n} names no section: {c.slug}#{c.anchor}"
+        assert c.heading == cited.section(c.anchor).heading
+    assert first.anchor in anchors
+    assert a.demos and a.demos[0] in article.demos, f"{slug}: demos {a.demos}, article links {article.demos}"
+
+
+@pytest.mark.slow
+def test_answer_text_cites_every_sentence_and_lists_sources(kb):
+    a = answer(kb, QUESTIONS["python-list-tuple"])
+    body, _, sources = a.text.partition("**来源**")
+    assert sources, "the answer ends with a 来源 list"
+    numbers = [int(n) for n, _, _ in LINK.findall(body)]
+    assert numbers and set(numbers) == {c.n for c in a.citations}
+    for c in a.citations:
+        assert f"{c.n}. [{c.title} › {c.heading}]({c.url})" in sources
+        assert c.url == f"article/{c.slug}#" + c.url.split("#", 1)[1]
+    for paragraph in filter(None, (p.strip() for p in body.split("\n\n"))):
+        assert LINK.search(paragraph), f"a paragraph without citation: {paragraph!r}"
+
+
+@pytest.mark.slow
+def test_streaming_gives_increments_that_add_up(kb):
+    stream = stream_answer(kb, "生成器和列表推导式有什么区别？")
+    assert stream.answer.hits and stream.answer.text == ""
+    pieces = list(stream)
+    assert len(pieces) >= 2 and "".join(pieces) == stream.answer.text
+    assert stream.answer.timings["compose"] >= 0 and stream.answer.timings["search"] > 0
+
+
+@pytest.mark.slow
+def test_code_question_keeps_a_code_block_from_the_cited_article(kb):
+    a = answer(kb, "用代码演示一下 C3 线性化算法的实现")
+    assert is_code_question(a.question)
+    assert "```python" in a.text, a.text
+    code_line = a.text.split("示例代码（出自 ", 1)[1]
+    n = int(LINK.search(code_line).group(1))
+    assert next(c for c in a.citations if c.n == n).slug == "python-inheritance-mro"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", ["今天北京的天气怎么样？", "😀😀😀🎉"])
+def test_out_of_scope_question_is_refused_plainly(kb, question):
+    a = answer(kb, question)
+    assert not a.answerable
+    assert a.text.startswith(NO_ANSWER)
+    assert "最接近的文章" in a.text and "](article/" in a.text, "the nearest articles are offered as links"
+    assert a.citations == [] and a.demos == []
+
+
+def test_empty_question_is_a_query_error(kb):
+    with pytest.raises(QueryError):
+        stream_answer(kb, "   ")
+
+
+@pytest.mark.slow
+def test_html_in_the_question_is_never_echoed_as_html(kb):
+    a = answer(kb, "<script>alert(1)</script> 列表和元组有什么区别？")
+    assert "<script" not in a.text
+
+
+@pytest.mark.slow
+def test_long_question_is_truncated_with_a_notice(kb):
+    a = answer(kb, "列表和元组有什么区别？" + "啊" * 10_000)
+    assert len(a.searched) == kb.config.max_question_chars
+    assert a.notice and "问题过长" in a.notice
+
+
+@pytest.mark.slow
+def test_prefer_slug_favours_the_article_being_read(kb):
+    a = answer(kb, "它和普通函数有什么区别？", prefer_slug="python-generators")
+    assert a.searched.startswith("生成器 "), "on an article page, 它 is the article's subject"
+    assert a.citations[0].slug == "python-generators", a.text
+
+
+@pytest.mark.slow
+def test_prefer_slug_does_not_turn_a_refusal_into_an_answer(kb):
+    for q in ("😀😀😀🎉", "今天北京的天气怎么样？"):
+        a = answer(kb, q, prefer_slug="python-generators")
+        assert not a.answerable and a.searched == q, f"{q}: searched {a.searched!r}"
+
+
+# Follow-ups ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question, refers", [
+    ("它和迭代器有什么区别？", True), ("那元组呢？", True), ("为什么？", True), ("这两者哪个快？", True),
+    ("生成器是什么？", False), ("列表的内存布局是怎样的？", False), ("pdb 怎么设置断点", False),
+])
+def test_refers_back(question, refers):
+    assert followup.refers_back(question) is refers
+
+
+def test_key_terms_keep_whole_words():
+    assert followup.key_terms("生成器是什么？") == ["生成器"]
+
+
+def test_follow_up_chain_inherits_from_the_question_that_started_it():
+    assert followup.contextualize("它和迭代器有什么区别？", ["生成器是什么？"]) == "生成器 它和迭代器有什么区别？"
+    assert followup.contextualize("那元组呢？", ["列表的内存布局是怎样的？"]) == "列表 内存 布局 那元组呢？"
+    assert followup.contextualize("为什么？", ["列表的内存布局是怎样的？", "那元组呢？"]) == "列表 内存 布局 元组 为什么？"
+    assert followup.contextualize("pdb 怎么设置断点", ["生成器是什么？"]) == "pdb 怎么设置断点", "own topic: unchanged"
+
+
+@pytest.mark.slow
+def test_follow_up_without_llm_answers_about_the_previous_topic(kb):
+    history = [("生成器是什么？", answer(kb, "生成器是什么？").text)]
+    a = answer(kb, "它和迭代器有什么区别？", history=history)
+    assert a.searched.startswith("生成器 "), a.searched
+    assert a.citations[0].slug == "python-generators", a.text
+
+
+# The LLM path, end to end over HTTP ------------------------------------------------------------------------
+
+@pytest.fixture
+def llm_server():
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_llm_answer_streams_with_valid_citations_only(kb, llm_server):
+    llm_server.script(["列表会过度分配", "[", "1]，", "元组不会[", "7]。", "见 [2", "]。"])
+    cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, api_key="k", timeout_s=10)
+    stream = stream_answer(kb, QUESTIONS["python-list-tuple"], llm=cfg)
+    pieces = list(stream)
+    a = stream.answer
+    assert a.mode == "llm" and len(pieces) >= 3
+    first, second = a.citations[0], a.citations[1]
+    assert [c.n for c in a.citations] == [1, 2]
+    assert a.text.startswith(f"列表会过度分配[[1]]({first.url})，元组不会。见 [[2]]({second.url})。")
+    assert "[7]" not in a.text and "**来源**" in a.text
+    prompt = llm_server.requests[0]["messages"][-1]["content"]
+    assert prompt.startswith("资料：\n[1] ") and f"问题：{QUESTIONS['python-list-tuple']}" in prompt
+    assert a.demos and a.demos[0] == "list-tuple"
+
+
+@pytest.mark.slow
+def test_llm_rewrites_a_follow_up_before_retrieval(kb, llm_server):
+    llm_server.script(["生成器和迭代器有什么区别？"], ["区别在于", "[1]。"])
+    cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, timeout_s=10)
+    a = answer(kb, "它和迭代器有什么区别？", history=[("生成器是什么？", "生成器是……")], llm=cfg)
+    assert a.searched == "生成器和迭代器有什么区别？"
+    rewrite = llm_server.requests[0]["messages"]
+    assert "生成器是什么？" in rewrite[-1]["content"] and "它和迭代器有什么区别？" in rewrite[-1]["content"]
+    assert a.citations and a.citations[0].slug == "python-generators"
+
+
+@pytest.mark.slow
+def test_llm_failure_falls_back_to_the_extractive_answer(kb, llm_server):
+    llm_server.fail_with = 503
+    cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, timeout_s=10)
+    a = answer(kb, QUESTIONS["python-gc"], llm=cfg)
+    assert a.mode == "extractive" and "LLM 不可用" in a.notice
+    assert a.citations[0].slug == "python-gc" and "**来源**" in a.text
+
+
+@pytest.mark.slow
+def test_refusal_does_not_ask_the_llm(kb, llm_server):
+    cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, timeout_s=10)
+    a = answer(kb, "今天北京的天气怎么样？", llm=cfg)
+    assert a.text.startswith(NO_ANSWER) and llm_server.requests == []

@@ -1,0 +1,43 @@
+"""kb.render: article pages whose heading ids are the kb.articles anchors; formulas, code and raw HTML."""
+import re
+from pathlib import Path
+
+import pytest
+
+from kb.articles import load_article, parse_article
+from kb.render import article_page, markdown_to_html
+
+ARTICLES = Path(__file__).resolve().parent.parent / "articles"
+
+
+@pytest.mark.parametrize("path", sorted(ARTICLES.glob("*.md")), ids=lambda p: p.stem)
+def test_every_section_anchor_is_a_heading_id(path):
+    article = load_article(path)
+    page = article_page(article, "/katex.css", "/auto-render.js")
+    ids = re.findall(r'<h[2-6] id="([^"]+)"', page)
+    want = [s.anchor for s in article.sections if s.anchor != "intro"]
+    assert ids == want, f"{path.stem}: heading ids differ from Section.anchor"
+    assert len(ids) == len(set(ids))
+    assert 'import render from "/auto-render.js"' in page
+
+
+def test_math_is_kept_out_of_markdown():
+    out = markdown_to_html("公式 $a_i * b_i$ 与价格 $5 和 $10，代码 `$x_1$`\n\n$$\nL = \\sum_i x_i^2\n$$\n")
+    assert '<span class="math inline">$a_i * b_i$</span>' in out, "underscores/asterisks must stay TeX"
+    assert "<code>$x_1$</code>" in out and "价格 $5 和 $10" in out
+    assert '<div class="math display">$$\nL = \\sum_i x_i^2\n$$</div>' in out
+
+
+def test_code_is_highlighted():
+    out = markdown_to_html("```python\ndef f(x):\n    return x\n```\n")
+    assert '<div class="codehilite">' in out and '<span class="k">def</span>' in out
+
+
+def test_raw_html_and_script_urls_are_shown_as_text():
+    raw = ("---\ntitle: <b>T</b>\nslug: x\ndate: 2025-01-01\ntags: [a]\nsummary: s\ndemos: []\n---\n"
+           "## <img src=x onerror=alert(1)>\n\n<script>alert(1)</script>\n\n[点我](javascript:alert(1))\n")
+    page = article_page(parse_article(raw, "x.md"))
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img" not in page and "<b>T</b>" not in page
+    assert "javascript:" not in page and "<a>点我</a>" in page
+    assert "import render" not in page, "no KaTeX urls given: no script at all"
