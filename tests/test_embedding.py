@@ -85,3 +85,16 @@ def test_config_reads_kb_home_only_at_the_edge(monkeypatch, tmp_path):
     assert Config.from_env(model=None).model == "m3e-small", "None overrides are ignored"
     with pytest.raises(AssertionError, match="overlap"):
         Config(chunk_size=100, chunk_overlap=100)
+
+
+def test_model_and_prompts_are_selectable_from_the_environment(monkeypatch, tmp_path):
+    from kb.config import Config
+
+    monkeypatch.setenv("KB_MODEL", "/models/bge-small-zh")
+    monkeypatch.setenv("KB_QUERY_PROMPT", "为这个句子生成表示以用于检索相关文章：")
+    monkeypatch.setenv("KB_PASSAGE_PROMPT", "passage: ")
+    config = Config.from_env()
+    assert (config.model, config.query_prompt, config.passage_prompt) == (
+        "/models/bge-small-zh", "为这个句子生成表示以用于检索相关文章：", "passage: ")
+    assert config.home == tmp_path / "kb-home", "KB_HOME from the autouse fixture"
+    assert Config.from_env(model="m3e-small").model == "m3e-small", "an explicit override beats the environment"
