@@ -73,7 +73,7 @@ def _sentences(text: str, start: int, end: int, size: int) -> list[_Unit]:
     return units
 
 
-def _units(text: str, size: int) -> list[_Unit]:
+def split_units(text: str, size: int) -> list[_Unit]:
     """Contiguous units covering all of `text`; blank runs are joined to the next unit (or the last)."""
     lines = text.split("\n")
     offsets = [0]
@@ -126,7 +126,7 @@ def _windows(units: list[_Unit], size: int, overlap: int) -> list[tuple[int, int
 
 def chunk_section(article: Article, section: Section, size: int, overlap: int, first_position: int) -> list[Chunk]:
     text = section.text
-    units = _units(text, size)
+    units = split_units(text, size)
     chunks = []
     for i, j in _windows(units, size, overlap):
         start, end = units[i].start, units[j - 1].end

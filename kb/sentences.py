@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from kb.chunking import _units as chunk_units   # the chunker's own sentence/blocks cut, reused not rewritten
+from kb.chunking import split_units as chunk_units   # the chunker's own sentence/blocks cut, reused not rewritten
 from kb.embedding import Embedder
 
 MAX_HITS = 4            # sentences come from the top hits only

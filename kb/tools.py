@@ -59,19 +59,9 @@ def make_tools(kb, runner=None, k: int = 5, demo_timeout_s: float | None = None)
         return tools
 
     def list_demos() -> str:
-        from demos import registry
+        from demos.present import list_demos as demo_rows
 
-        rows = []
-        for demo_id in registry.DEMO_IDS:
-            try:
-                spec = registry.get(demo_id)
-            except Exception:
-                continue
-            params = {p.name: {"type": p.kind.__name__, "default": p.default, "min": p.min, "max": p.max,
-                               "choices": list(p.choices) if p.choices else None} for p in spec.params}
-            rows.append({"id": spec.id, "title": spec.title, "summary": spec.summary,
-                         "articles": list(spec.articles), "params": params})
-        return json.dumps(rows, ensure_ascii=False)
+        return json.dumps(demo_rows(), ensure_ascii=False)
 
     def run_demo(demo_id: str, params: dict | None = None) -> str:
         from demos.registry import UnknownDemo

@@ -42,8 +42,9 @@ def test_search_out_of_scope_says_so(tools):
 
 def test_list_demos_gives_ids_and_bounds(tools):
     rows = {r["id"]: r for r in json.loads(tools["list_demos"].invoke({}))}
-    assert rows["list-tuple"]["params"]["max_len"] == {"type": "int", "default": 80, "min": 8, "max": 20000,
-                                                       "choices": None}
+    max_len = next(p for p in rows["list-tuple"]["params"] if p["name"] == "max_len")
+    assert {k: max_len[k] for k in ("type", "default", "min", "max", "choices")} == {
+        "type": "int", "default": 80, "min": 8, "max": 20000, "choices": None}
     assert rows["mro"]["articles"] == ["python-inheritance-mro"]
 
 
