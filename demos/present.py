@@ -78,7 +78,11 @@ def status_markdown(handle, n_checks: int, max_concurrent: int | None = None) ->
         return (f"{head}\n\n已用时 {elapsed:.1f} s（上限 {handle.timeout_s:g} s）· 已完成 {n_checks} 项检查\n\n"
                 f'<progress value="{frac:.3f}" max="1" style="width:100%"></progress>')
     result = handle.result or {}
-    lines = [head, f"耗时 {result.get('duration_s', 0):.1f} s · 设备 {_md(result.get('device', '?'))}"]
+    # Wall time of the whole run (interpreter start and imports included) where the runner knows it; the
+    # demo's own duration_s covers only its core and reads 0.0 s for the quick concept demos.
+    wall = (handle.ended - handle.started) if handle.started and handle.ended else result.get("duration_s", 0)
+    lines = [head, f"耗时 {wall:.2f} s（演示本身 {result.get('duration_s', 0):.2f} s）· "
+                   f"设备 {_md(result.get('device', '?'))}"]
     if result.get("error"):
         lines.append(f"错误：\n```\n{str(result['error'])[-1500:]}\n```")
     metrics = result.get("metrics") or {}

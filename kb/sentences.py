@@ -35,8 +35,9 @@ DROP = 0.12             # stop when relevance is this far below the best sentenc
 MIN_CHARS = 8
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)、])\s+|^\s*>\s?")
 _FENCE = re.compile(r"^(`{3,}|~{3,})")
-# Sentences that only point at a neighbouring code block or listing read badly on their own.
-_POINTER = re.compile(r"^(?:上面|下面|如下|下例|上例|这段代码|这段|运行结果|输出[为是：:])")
+# Sentences that only point at a neighbouring code block or listing, or describe the article itself
+# ("本文从内存问题出发……"), read badly on their own in an answer.
+_POINTER = re.compile(r"^(?:上面|下面|如下|下例|上例|这段代码|这段|运行结果|输出[为是：:]|本文|本节|本篇|这篇文章|下文)")
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,10 @@ def test_refusal_does_not_ask_the_llm(kb, llm_server):
     cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, timeout_s=10)
     a = answer(kb, "今天北京的天气怎么样？", llm=cfg)
     assert a.text.startswith(NO_ANSWER) and llm_server.requests == []
+
+
+def test_sentences_about_the_article_itself_are_not_quoted():
+    from kb.sentences import split_sentences
+
+    text = "本文从内存问题出发，逐步讲清楚生成器。生成器表达式返回一个生成器对象，元素在迭代时才逐个产生。"
+    assert [s for _, s in split_sentences(text)] == ["生成器表达式返回一个生成器对象，元素在迭代时才逐个产生。"]
