@@ -189,15 +189,8 @@ def bench_scale(n: int, n_queries: int, log: Callable[[str], None], hnsw_max: in
     ivf.train(train)
     ivf.add(data)
     build = time.perf_counter() - t
-    sweep = []
-    for nprobe in (1, 2, 4, 8, 16, 32, 64):
-        ivf.nprobe = nprobe
-        _, found = ivf.search(queries, 10)
-        p50, p95 = _single_query_latency(ivf, queries)
-        sweep.append(ScaleRow(n, f"IVF{nlist},Flat nprobe={nprobe}", build, _recall(found, truth), p50, p95))
-    chosen = next((r for r in sweep if r.recall10 >= TARGET_RECALL), sweep[-1])
-    chosen.operating_point = True
-    rows += sweep
+    rows += _sweep(ivf, n, f"IVF{nlist},Flat nprobe={{}}", (1, 2, 4, 8, 16, 32, 64),
+                   lambda v: setattr(ivf, "nprobe", v), build, queries, truth)
     del ivf
 
     if n <= hnsw_max:
@@ -206,15 +199,21 @@ def bench_scale(n: int, n_queries: int, log: Callable[[str], None], hnsw_max: in
         hnsw.hnsw.efConstruction = 40
         hnsw.add(data)
         build = time.perf_counter() - t
-        sweep = []
-        for ef in (16, 32, 64, 128):
-            hnsw.hnsw.efSearch = ef
-            _, found = hnsw.search(queries, 10)
-            p50, p95 = _single_query_latency(hnsw, queries)
-            sweep.append(ScaleRow(n, f"HNSW32 efSearch={ef}", build, _recall(found, truth), p50, p95))
-        chosen = next((r for r in sweep if r.recall10 >= TARGET_RECALL), sweep[-1])
-        chosen.operating_point = True
-        rows += sweep
+        rows += _sweep(hnsw, n, "HNSW32 efSearch={}", (16, 32, 64, 128),
+                       lambda v: setattr(hnsw.hnsw, "efSearch", v), build, queries, truth)
+    return rows
+
+
+def _sweep(index, n: int, label: str, values, set_knob, build: float, queries, truth) -> list[ScaleRow]:
+    """One row per search-time setting (nprobe, efSearch); the first reaching TARGET_RECALL is marked."""
+    rows = []
+    for value in values:
+        set_knob(value)
+        _, found = index.search(queries, 10)
+        p50, p95 = _single_query_latency(index, queries)
+        rows.append(ScaleRow(n, label.format(value), build, _recall(found, truth), p50, p95))
+    chosen = next((r for r in rows if r.recall10 >= TARGET_RECALL), rows[-1])
+    chosen.operating_point = True
     return rows
 
 

@@ -36,3 +36,18 @@ def test_synthetic_vectors_are_unit_and_reproducible():
     assert data.shape == (3000, 16) and queries.shape == (7, 16) and data.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(data, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(synthetic(3000, 16, 7, seed=3)[0], data)
+
+
+def test_scale_sweep_marks_the_first_setting_reaching_the_target_recall():
+    from kb.bench import TARGET_RECALL, bench_scale
+
+    rows = bench_scale(5_000, 50, log=lambda m: None)
+    flat, ivf, hnsw = ([r for r in rows if r.index.startswith(p)] for p in ("Flat", "IVF", "HNSW"))
+    assert [r.recall10 for r in flat] == [1.0], "exact search is its own ground truth"
+    assert [r.index.split("=")[1] for r in ivf] == ["1", "2", "4", "8", "16", "32", "64"]
+    assert [r.index.split("=")[1] for r in hnsw] == ["16", "32", "64", "128"]
+    for sweep in (ivf, hnsw):
+        marked = [r for r in sweep if getattr(r, "operating_point", False)]
+        assert len(marked) == 1, "exactly one operating point per index type"
+        first = next((r for r in sweep if r.recall10 >= TARGET_RECALL), sweep[-1])
+        assert marked[0] is first
