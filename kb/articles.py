@@ -37,6 +37,12 @@ class CodeBlock:
     file: str | None = None        # `file=NAME` listing
     no_run: bool = False
     expected_output: str | None = None
+    info: str = ""                 # the whole info string after the opening fence
+
+    @property
+    def fenced(self) -> str:
+        """The block as Markdown, fences included."""
+        return f"```{self.info}\n{self.code}\n```"
 
     @property
     def runnable(self) -> bool:
@@ -172,25 +178,35 @@ def iter_blocks(body: str, first_line: int = 1):
         i += 1
 
 
-def code_blocks(article: Article) -> list[CodeBlock]:
-    lines = article.body.split("\n")
-    spans = [(s, e) for kind, s, e in iter_blocks(article.body) if kind == "code"]
+def parse_code_blocks(body: str, first_line: int = 1) -> list[CodeBlock]:
+    """Every fenced block of a Markdown `body` (an article's, a section's or a chunk's text).
+
+    A block directly followed (only blank lines between) by a ```text block gets that block as its
+    `expected_output`; `line` counts from `first_line`, the file line of the body's first line.
+    """
+    lines = body.split("\n")
+    spans = [(s, e) for kind, s, e in iter_blocks(body) if kind == "code"]
     blocks: list[CodeBlock] = []
     for n, (s, e) in enumerate(spans):
-        info = _FENCE.match(lines[s].strip()).group(2).strip().split()
-        lang = info[0].lower() if info else ""
-        opts = info[1:]
+        info = _FENCE.match(lines[s].strip()).group(2).strip()
+        words = info.split()
+        lang = words[0].lower() if words else ""
+        opts = words[1:]
         file = next((o.split("=", 1)[1] for o in opts if o.startswith("file=")), None)
         expected = None
-        if lang == "python" and n + 1 < len(spans):
+        if lang != "text" and n + 1 < len(spans):
             ns, ne = spans[n + 1]
             between = lines[e + 1:ns]
             next_info = _FENCE.match(lines[ns].strip()).group(2).strip().split()
             if all(not b.strip() for b in between) and next_info[:1] == ["text"]:
                 expected = "\n".join(lines[ns + 1:ne])
-        blocks.append(CodeBlock(lang=lang, code="\n".join(lines[s + 1:e]), line=article.body_line + s,
+        blocks.append(CodeBlock(lang=lang, code="\n".join(lines[s + 1:e]), line=first_line + s, info=info,
                                 file=file, no_run="no-run" in opts, expected_output=expected))
     return blocks
+
+
+def code_blocks(article: Article) -> list[CodeBlock]:
+    return parse_code_blocks(article.body, article.body_line)
 
 
 def _sections(title: str, body: str, body_line: int) -> tuple[Section, ...]:

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from kb.articles import parse_code_blocks
 from kb.chunking import split_units as chunk_units   # the chunker's own sentence/blocks cut, reused not rewritten
 from kb.embedding import Embedder
 
@@ -34,7 +35,6 @@ LAMBDA = 0.7
 DROP = 0.12             # stop when relevance is this far below the best sentence
 MIN_CHARS = 8
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)、])\s+|^\s*>\s?")
-_FENCE = re.compile(r"^(`{3,}|~{3,})")
 # Sentences that only point at a neighbouring code block or listing, or describe the article itself
 # ("本文从内存问题出发……"), read badly on their own in an answer.
 _POINTER = re.compile(r"^(?:上面|下面|如下|下例|上例|这段代码|这段|运行结果|输出[为是：:]|本文|本节|本篇|这篇文章|下文)")
@@ -66,26 +66,13 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
 def code_block_of(text: str) -> str | None:
     """The first code block of `text` (a runnable python one preferred), fences included, followed by its
     shown output when a ```text block comes right after it. An output block alone is not code."""
-    units = chunk_units(text, 400)
-    blocks = []          # (preferred, block, output or None)
-    for i, unit in enumerate(units):
-        block = text[unit.start:unit.end].strip()
-        m = _FENCE.match(block)
-        if not (unit.atomic and m):
-            continue
-        info = block.split("\n", 1)[0][len(m.group(1)):].strip().split()
-        if info[:1] in (["text"], ["output"], ["console"]):
-            continue
-        output = None
-        nxt = next((u for u in units[i + 1:] if text[u.start:u.end].strip()), None)
-        if nxt is not None and nxt.atomic:
-            after = text[nxt.start:nxt.end].strip()
-            output = after if after.startswith(("```text", "~~~text")) else None
-        blocks.append((info[:1] == ["python"] and "no-run" not in info, block, output))
+    blocks = [b for b in parse_code_blocks(text) if b.lang not in ("text", "output", "console")]
     if not blocks:
         return None
-    _, block, output = next((b for b in blocks if b[0]), blocks[0])
-    return f"{block}\n\n输出：\n\n{output}" if output else block
+    block = next((b for b in blocks if b.lang == "python" and not b.no_run), blocks[0])
+    if block.expected_output is None:
+        return block.fenced
+    return f"{block.fenced}\n\n输出：\n\n```text\n{block.expected_output}\n```"
 
 
 class _VectorCache:
