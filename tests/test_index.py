@@ -23,14 +23,18 @@ def write_article(folder: Path, slug: str, body: str, title: str | None = None) 
     return path
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    folder = tmp_path / "articles"
+def write_corpus(folder: Path) -> Path:
+    """Three tiny articles whose words the fake embedder counts."""
     folder.mkdir()
     write_article(folder, "lists", "列表是可变的。\n\n## 元组\n\n元组不可变，元组可以做键。\n")
     write_article(folder, "refs", "引用计数。\n\n## 循环\n\n循环引用要靠 gc 回收。gc 会分代。\n")
     write_article(folder, "gens", "生成器一边循环一边计算。\n\n## 惰性\n\n生成器是惰性的。\n")
     return folder
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "articles")
 
 
 def make_kb(folder: Path, tmp_path: Path, **changes) -> KnowledgeBase:

@@ -11,7 +11,7 @@ from kb.engine import KnowledgeBase
 from kb.errors import QueryError
 from kb.retrieval import Evidence, Hit, decide, merge_overlaps, rrf
 from kb.text import tokenize
-from tests.test_index import TERMS, write_article
+from tests.test_index import TERMS, write_corpus
 
 # Thresholds for the fake embedder's cosines (the real defaults are calibrated for m3e-small).
 FAKE_THRESHOLDS = dict(min_dense=0.9, min_coverage=0.5, max_agreement_rank=5)
@@ -19,11 +19,7 @@ FAKE_THRESHOLDS = dict(min_dense=0.9, min_coverage=0.5, max_agreement_rank=5)
 
 @pytest.fixture
 def kb(tmp_path):
-    folder = tmp_path / "articles"
-    folder.mkdir()
-    write_article(folder, "lists", "列表是可变的。\n\n## 元组\n\n元组不可变，元组可以做键。\n")
-    write_article(folder, "refs", "引用计数。\n\n## 循环\n\n循环引用要靠 gc 回收。gc 会分代。\n")
-    write_article(folder, "gens", "生成器一边循环一边计算。\n\n## 惰性\n\n生成器是惰性的。\n")
+    folder = write_corpus(tmp_path / "articles")
     kb = KnowledgeBase(Config(articles_dir=folder, home=tmp_path / "home", **FAKE_THRESHOLDS),
                        embedder=FakeEmbedder(TERMS))
     kb.index()
