@@ -32,14 +32,11 @@ from kb.errors import KBError  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
 from kb.ui import admin, api, articles, chat, demos  # noqa: E402
 from kb.ui.state import ChatApp  # noqa: E402  (re-exported: tests and tools build the state from app)
+from kb.ui.style import CSS, add_head  # noqa: E402
 
 __all__ = ["ChatApp", "create_app", "create_server", "build_state", "main"]
 
 ROOT = Path(__file__).resolve().parent
-CSS = """
-#evidence table { font-size: .85em; } .kb-banner { padding: .4em .8em; background: #f0f6ff; border-radius: 6px; }
-#run-checks li { list-style: none; }
-"""
 
 
 def create_app(state: ChatApp) -> gr.Blocks:
@@ -49,8 +46,9 @@ def create_app(state: ChatApp) -> gr.Blocks:
         ui["article_state"] = gr.State("")
         ui["article_param"] = gr.Textbox(visible=False)   # filled from ?article= in the browser
         ui["banner"] = gr.HTML(visible=False)
+        api.create_endpoints(state)   # first: the named endpoints keep their names (/ask, /search, ...)
         with gr.Tabs():
-            chat.create_ui(ui)
+            chat.create_ui(ui, state.kb.articles, state.browser_secret())
             articles.create_ui(ui, list(state.kb.articles.values()))
             demos.create_ui(ui)
             admin.create_ui(ui, state.admin_password)
@@ -59,11 +57,7 @@ def create_app(state: ChatApp) -> gr.Blocks:
         demos.create_event_handlers(state, ui, demo)
         admin.create_event_handlers(state, ui, demo)
         chat.create_load_handlers(state, ui, demo)
-        api.create_endpoints(state)
     return demo
-
-
-EMBED_CSS = """body.kb-embed .tab-wrapper, body.kb-embed footer { display: none !important; }"""
 
 
 def create_server(state: ChatApp, runs_dir: Path | None = None):
@@ -74,10 +68,11 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
 
     server = FastAPI()
     add_routes(server, state.kb)
+    add_head(server)   # gradio's built-in strings in Chinese whatever the browser's language
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
-                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+                               footer_links=["api"], css=CSS, max_file_size="1mb")
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:

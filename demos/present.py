@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from demos import registry
+from demos import labels, registry
 from demos.__main__ import spec_row
 from demos.spec import DemoSpec
 
@@ -24,6 +24,7 @@ API_LOG_LINES = 40                 # status_dict's log tail
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 TEXT_EXT = (".txt", ".log", ".md")
 HISTORY_HEADERS = ["运行", "演示", "状态", "检查", "耗时 s"]
+DEVICE_LABEL = {"cpu": "CPU", "cuda": "GPU（CUDA）", "cuda-preferred": "优先 GPU"}
 STATUS_LABEL = {"queued": "排队中", "running": "运行中", "passed": "通过 ✓", "failed": "未通过 ✗",
                 "timeout": "超时 ✗", "error": "出错 ✗", "cancelled": "已取消"}
 
@@ -55,40 +56,92 @@ def parse_checks(lines: list[str]) -> list[dict]:
 
 
 def checks_markdown(checks: list[dict]) -> str:
+    """The checks as a list: ✓/✗ in colour, the Chinese name (the id as a tooltip), the detail's numbers tidied."""
     if not checks:
         return ""
-    lines = [f"- {'✓' if c['passed'] else '✗'} **{_md(c['name'])}**" + (f"：{_md(c['detail'])}" if c.get("detail") else "")
-             for c in checks]
-    return f"检查（{sum(c['passed'] for c in checks)}/{len(checks)} 通过）：\n\n" + "\n".join(lines)
+    lines = []
+    for c in checks:
+        ok = bool(c.get("passed"))
+        mark = '<span class="kb-pass">✓</span>' if ok else '<span class="kb-fail">✗</span>'
+        name = str(c["name"])
+        title = f'<span title="{_attr(name)}">{_md(labels.label(name))}</span>'
+        detail = f"：{_md(labels.tidy_numbers(str(c['detail'])))}" if c.get("detail") else ""
+        lines.append(f"- {mark} **{title}**{detail}")
+    return f"检查（{sum(bool(c.get('passed')) for c in checks)}/{len(checks)} 通过）：\n\n" + "\n".join(lines)
 
 
 def _md(text) -> str:
     return str(text).replace("<", "&lt;").replace("*", "\\*").replace("_", "\\_")
 
 
-def status_markdown(handle, n_checks: int, max_concurrent: int | None = None) -> str:
+def _attr(text) -> str:
+    return str(text).replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def demo_title(demo_id: str) -> str:
+    try:
+        return registry.get(demo_id).title
+    except Exception:
+        return demo_id
+
+
+def expected_checks(handles, demo_id: str) -> int | None:
+    """How many checks the demo made in its latest ended run (the phases of its progress bar), if known."""
+    for h in reversed(list(handles)):
+        checks = (h.result or {}).get("checks") if h.demo == demo_id and h.done else None
+        if checks:
+            return len(checks)
+    return None
+
+
+def status_markdown(handle, n_checks: int, max_concurrent: int | None = None,
+                    expected: int | None = None) -> str:
     label = STATUS_LABEL.get(handle.status, handle.status)
-    head = f"**{_md(handle.demo)}** · 运行 `{handle.id}` · **{label}**"
+    css = {"passed": "kb-pass", "failed": "kb-fail", "timeout": "kb-fail", "error": "kb-fail"}.get(handle.status)
+    shown = f'<span class="{css}">{label}</span>' if css else label
+    head = (f'**<span title="{_attr(handle.demo)}">{_md(demo_title(handle.demo))}</span>** · '
+            f"运行 {_md(handle.id)} · **{shown}**")
     if handle.status == "queued":
         limit = f"（{max_concurrent} 个）" if max_concurrent else ""
-        return f"{head}\n\n同时运行的演示已达上限{limit}，正在排队：第 {handle.queue_position or 1} 位。"
+        return (f"{head}\n\n已加入队列：同时运行的演示已达上限{limit}，排在第 {handle.queue_position or 1} 位，"
+                "轮到时自动开始。")
     if handle.status == "running":
         elapsed = time.time() - (handle.started or time.time())
-        frac = min(elapsed / handle.timeout_s, 1.0) if handle.timeout_s else 0.0
-        return (f"{head}\n\n已用时 {elapsed:.1f} s（上限 {handle.timeout_s:g} s）· 已完成 {n_checks} 项检查\n\n"
-                f'<progress value="{frac:.3f}" max="1" style="width:100%"></progress>')
+        if expected:
+            done = min(n_checks, expected)
+            phase = (f"第 {done + 1}/{expected} 项检查" if done < expected
+                     else f"{expected} 项检查已完成，正在收尾")
+            bar = f'<progress value="{done / expected:.3f}" max="1" style="width:100%"></progress>'
+        else:
+            phase = f"已完成 {n_checks} 项检查"
+            bar = '<progress style="width:100%"></progress>'
+        return f"{head}\n\n{phase} · 已用时 {elapsed:.1f} s（上限 {handle.timeout_s:g} s）\n\n{bar}"
     result = handle.result or {}
     # Wall time of the whole run (interpreter start and imports included) where the runner knows it; the
     # demo's own duration_s covers only its core and reads 0.0 s for the quick concept demos.
     wall = (handle.ended - handle.started) if handle.started and handle.ended else result.get("duration_s", 0)
+    device = result.get("device")
     lines = [head, f"耗时 {wall:.2f} s（演示本身 {result.get('duration_s', 0):.2f} s）· "
-                   f"设备 {_md(result.get('device', '?'))}"]
+                   f"设备 {DEVICE_LABEL.get(device, _md(device or '未知'))}"]
     if result.get("error"):
-        lines.append(f"错误：\n```\n{str(result['error'])[-1500:]}\n```")
-    metrics = result.get("metrics") or {}
+        lines.append(f"错误：\n```\n{relative_paths(handle, str(result['error']))[-1500:]}\n```")
+    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if k != "duration_s"}
     if metrics:
-        lines.append("指标：" + "；".join(f"{_md(k)} = {_md(v)}" for k, v in list(metrics.items())[:12]))
+        rows = [f'- <span title="{_attr(k)}">{_md(labels.label(k))}</span>：{_md(labels.value(k, v))}'
+                for k, v in list(metrics.items())[:12]]
+        lines.append("指标：\n\n" + "\n".join(rows))
     return "\n\n".join(lines)
+
+
+def relative_paths(handle, text: str) -> str:
+    """The run folder's absolute path dropped from text: `…/runs/<id>/out.png` reads `out.png`."""
+    for folder in sorted({str(Path(handle.run_dir)), str(Path(handle.run_dir).resolve())}, key=len, reverse=True):
+        text = text.replace(folder + "/", "").replace(folder, ".")
+    return text
+
+
+def log_text(handle, lines: list[str]) -> str:
+    return relative_paths(handle, "\n".join(lines))
 
 
 def scan_artifacts(handle, lines: list[str], sizes: dict, final: bool) -> tuple[list, str]:
@@ -139,7 +192,7 @@ def history_rows(handles) -> list[list]:
     for h in reversed(list(handles)):
         checks = (h.result or {}).get("checks") or []
         duration = (h.result or {}).get("duration_s")
-        rows.append([h.id, h.demo, STATUS_LABEL.get(h.status, h.status),
+        rows.append([h.id, demo_title(h.demo), STATUS_LABEL.get(h.status, h.status),
                      f"{sum(bool(c.get('passed')) for c in checks)}/{len(checks)}" if checks else "",
                      f"{duration:.1f}" if isinstance(duration, (int, float)) else ""])
     return rows[:200]

@@ -96,9 +96,20 @@ def markdown_to_html(text: str) -> str:
     return _restore_math(md.convert(protected), formulas)
 
 
+def _literal_underscores(text: str) -> str:
+    """`_` outside code spans and formulas escaped: a heading's `__iter__` stays `__iter__`, not bold `iter`."""
+    out, pos = [], 0
+    for m in re.finditer(r"(`+).+?\1|(?<![\\$])\$[^$\n]+?\$", text):
+        out.append(text[pos:m.start()].replace("_", "\\_"))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(text[pos:].replace("_", "\\_"))
+    return "".join(out)
+
+
 def _inline_html(text: str) -> str:
     """A heading's inline Markdown (code, emphasis, math) without the paragraph around it."""
-    out = markdown_to_html(text).strip()
+    out = markdown_to_html(_literal_underscores(text)).strip()
     return out[3:-4] if out.startswith("<p>") and out.endswith("</p>") else out
 
 
@@ -136,7 +147,10 @@ h2:hover a.anchor, h3:hover a.anchor, h4:hover a.anchor { visibility: visible; }
 .codehilite { background: #f6f8fa; border-radius: 6px; padding: .2em 1em; overflow-x: auto; }
 code { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .9em; }
 table { border-collapse: collapse; } td, th { border: 1px solid #d0d7de; padding: .3em .7em; }
-.math.display { overflow-x: auto; margin: 1em 0; text-align: center; }
+.math.display { overflow-x: auto; overflow-y: hidden; margin: 1em 0; text-align: center; }
+pre, .codehilite pre { overflow-x: auto; max-width: 100%; } table { display: block; overflow-x: auto; max-width: 100%; }
+img { max-width: 100%; height: auto; } article { overflow-wrap: break-word; }
+.meta, .summary, nav.toc { overflow-wrap: anywhere; }
 """
 
 

@@ -49,6 +49,26 @@ def katex_assets() -> tuple[Path | None, str | None, str | None]:
     return folder, css[0].name, js[0].name
 
 
+_SCOPE = re.compile(r"\.gradio-container(?:-[\w-]+)?\s+")
+
+
+@lru_cache(maxsize=2)
+def katex_css(path: Path) -> str:
+    """gradio's KaTeX stylesheet without gradio's scope: gradio prefixes every rule with
+    `.gradio-container-<version> `, so on a page of our own none of them applied (MathML and HTML both
+    showed, in plain fonts). The font URLs are relative and resolve to /kb-assets/ as they are."""
+    return _SCOPE.sub("", path.read_text(encoding="utf-8"))
+
+
+def _demo_title(demo_id: str) -> str:
+    try:
+        from demos import registry
+
+        return registry.get(demo_id).title
+    except Exception:
+        return demo_id
+
+
 def add_routes(app: FastAPI, kb) -> None:
     folder, css, js = katex_assets()
 
@@ -61,7 +81,8 @@ def add_routes(app: FastAPI, kb) -> None:
                                 status_code=404)
         demos = ""
         if found.demos:
-            items = "、".join(f"<code>{html.escape(d)}</code>" for d in found.demos)
+            items = "、".join(f'<span title="{html.escape(d, quote=True)}">{html.escape(_demo_title(d))}</span>'
+                             for d in found.demos)
             demos = f'<p class="meta">相关演示：{items}（在应用的“演示”页运行）</p>'
         page = article_page(found, f"../kb-assets/{css}" if css else None, f"../kb-assets/{js}" if js else None,
                             demo_links=demos)
@@ -71,7 +92,10 @@ def add_routes(app: FastAPI, kb) -> None:
     def asset(name: str):
         if folder is None or not _KATEX_FILE.fullmatch(name) or not (folder / name).is_file():
             return Response("not found", status_code=404)
-        return FileResponse(folder / name, headers={"Cache-Control": "public, max-age=86400"})
+        cache = {"Cache-Control": "public, max-age=86400"}
+        if name == css:
+            return Response(katex_css(folder / name), media_type="text/css", headers=cache)
+        return FileResponse(folder / name, headers=cache)
 
     @app.get("/web/embed.html", response_class=HTMLResponse)
     def embed_example():

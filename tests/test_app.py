@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app import ChatApp
-from demos import present
+from demos import present, registry
 from demos.runner import Runner
 from kb.config import Config
 from kb.embedding import FakeEmbedder
 from kb.engine import KnowledgeBase
+from kb.ui import answer_view
 from kb.ui.chat import _turns
 from kb.ui.demos import param_inputs
 from kb.upload import MAX_UPLOAD_BYTES
@@ -48,14 +49,23 @@ def last(gen):
 def test_ask_streams_an_answer_with_links_evidence_and_demo_buttons(state):
     outputs = list(state.ask("列表和元组有什么区别？", [], ""))
     assert len(outputs) >= 3, "the answer arrives in increments"
-    history, cleared, evidence, demos, *buttons = outputs[-1]
+    history, cleared, evidence, demos, *rest = outputs[-1]
+    buttons, followups, (qids, regenerate) = rest[:3], rest[3:6], rest[6:]
     assert cleared == ""
     assert history[0] == {"role": "user", "content": "列表和元组有什么区别？"}
     reply = history[1]["content"]
-    assert history[1]["role"] == "assistant" and "](article/python-list-tuple#" in reply and "**来源**" in reply
+    assert history[1]["role"] == "assistant" and "](article/python-list-tuple#" in reply
+    assert reply.startswith('<span class="kb-mode">摘录式回答</span>'), reply[:80]
+    assert '<div class="kb-sources">' in reply and "**来源**" not in reply, "the sources are the chat's own list"
+    assert reply.count("《列表和元组：共同点、区别、存储方式与性能》") == 1, "each article's title once in the sources"
+    assert '<details class="kb-cite"><summary>[1] ' in reply and "<blockquote>" in reply, "a preview per citation"
     assert demos[0] == "list-tuple"
-    assert buttons[0]["visible"] is True and "list-tuple" in buttons[0]["value"]
+    assert buttons[0]["visible"] is True and buttons[0]["value"] == "▶ 运行演示：列表与元组：内存、容量增长与字节码"
     assert all(b["visible"] is False for b in buttons[len(demos):])
+    shown = [f["value"] for f in followups if f["visible"]]
+    assert 2 <= len(shown) <= 3 and len(set(shown)) == len(shown), followups
+    assert list(qids) == ["1"] and isinstance(qids["1"], int), "the answer is in the question log, for feedback"
+    assert regenerate["visible"] is True
     assert "向量" in evidence and "BM25" in evidence and "python-list-tuple" in evidence
 
 
@@ -84,9 +94,9 @@ def test_ask_very_long_question_is_shortened_for_display_and_answered(state):
 
 @pytest.mark.slow
 def test_ask_emoji_only_question_gets_the_refusal(state):
-    history, _, _, demos, *buttons = last(state.ask("😀🎉😀", [], ""))
-    assert history[1]["content"].startswith("知识库中没有相关内容")
-    assert demos == [] and all(b["visible"] is False for b in buttons)
+    history, _, _, demos, *rest = last(state.ask("😀🎉😀", [], ""))
+    assert answer_view.plain_answer(history[1]["content"]).startswith("知识库中没有相关内容")
+    assert demos == [] and all(b["visible"] is False for b in rest[:6]), "no demo, no follow-up for a refusal"
 
 
 @pytest.mark.slow
@@ -105,42 +115,60 @@ def test_on_load_reads_the_article_slug(state):
 
 # Demos -------------------------------------------------------------------------------------------------
 
+def launch(state, index, ids, slots=None):
+    """A demo button's click: (slots, the card boxes' updates); returns the run id and the card it went to."""
+    slots, *boxes = state.launch_linked_demo(index, ids, slots or [""] * 4)
+    card = next(i for i, b in enumerate(boxes) if isinstance(b, dict) and "value" in b)
+    return slots, card, boxes[card]["value"]
+
+
 @pytest.mark.slow
-def test_linked_demo_runs_and_shows_its_checks(state):
-    views = list(state.run_linked_demo(0, ["mro"]))
-    column, status, checks, log, images, transcript, run_id = views[-1]
+def test_linked_demo_runs_in_its_own_card_and_shows_its_checks(state):
+    slots, card, run_id = launch(state, 0, ["mro"])
+    assert card == 0 and slots[0] == run_id and run_id.startswith("20") and "-mro-" in run_id
+    views = list(state.stream_run(run_id))
+    column, status, checks, stop, log, images, transcript = views[-1]
     assert column["visible"] is True and "通过 ✓" in status
-    assert checks.count("✓") >= 2 and "✗" not in checks
-    assert "CHECK ✓" in log and run_id.startswith("20") and "-mro-" in run_id
+    assert stop["visible"] is False and views[0][3]["visible"] is True, "stop shows while it runs, not after"
+    assert checks.count("✓") >= 2 and "✗" not in checks and 'title="' in checks, "Chinese names, ids as tooltips"
+    assert "CHECK ✓" in log and str(state.runner.runs_dir) not in log, "log paths are relative to the run"
+    # A second run goes to a second card, the first one still showing.
+    slots2, card2, run2 = launch(state, 0, ["list-tuple"], slots)
+    assert card2 == 1 and slots2[0] == run_id and slots2[1] == run2
+    # A past run reopens with its checks.
+    again = list(state.stream_run(run_id))
+    assert len(again) == 1 and again[0][2] == checks, "an ended run shows at once, same checks"
 
 
 def test_linked_demo_without_demos_is_an_error(state):
     with pytest.raises(gr.Error, match="没有对应的演示"):
-        next(state.run_linked_demo(0, []))
+        state.launch_linked_demo(0, [], [""] * 4)
 
 
 def test_out_of_bounds_demo_parameter_is_a_clear_error(state):
     with pytest.raises(gr.Error, match="参数有误.*max_len.*≥ 8"):
-        next(state.run_demo_form("list-tuple", 1, 200_000))
+        state.launch_demo_form("list-tuple", [""] * 4, 1, 200_000)
 
 
 def test_unknown_demo_is_a_clear_error(state):
-    with pytest.raises(gr.Error, match="unknown demo 'no-such-demo'"):
-        next(state.run_linked_demo(0, ["no-such-demo"]))
+    with pytest.raises(gr.Error, match="没有这个演示：no-such-demo"):
+        state.launch_linked_demo(0, ["no-such-demo"], [""] * 4)
 
 
 @pytest.mark.slow
-def test_demo_launched_at_the_limit_shows_its_queue_position(tmp_path, state):
+def test_demo_launched_at_the_limit_is_queued_with_its_position(tmp_path, state):
     busy = ChatApp(state.kb, Runner(tmp_path / "runs", max_concurrent=1))
     first = busy.start_demo("mro")
-    views = busy.run_linked_demo(0, ["list-tuple"])
+    _, card, run_id = launch(busy, 0, ["list-tuple"])
+    views = busy.stream_run(run_id)
     column, status, *_ = next(views)
-    assert "排队中" in status and "第 1 位" in status and "上限（1 个）" in status
+    assert "排队中" in status and "已加入队列" in status and "第 1 位" in status and "上限（1 个）" in status
     final_status = last(views)[1]
     assert "通过 ✓" in final_status, "the queued run starts once the first ends, and passes"
     assert first.wait(120)["passed"] is True
     rows = busy.history_rows()
-    assert [r[1] for r in rows] == ["list-tuple", "mro"] and rows[0][2] == "通过 ✓"
+    assert [r[1] for r in rows] == [registry.get("list-tuple").title, registry.get("mro").title]
+    assert rows[0][2] == "通过 ✓"
 
 
 def test_param_inputs_are_bounded_and_advanced_ones_hidden():

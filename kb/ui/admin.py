@@ -12,6 +12,7 @@ import gradio as gr
 
 from kb.errors import KBError
 from kb.upload import UploadError, save_article
+from kb.ui.messages import user_error
 
 
 class AdminHandlers:
@@ -19,7 +20,7 @@ class AdminHandlers:
 
     def _check_password(self, password: str | None) -> None:
         if self.admin_password and not hmac.compare_digest((password or "").encode(), self.admin_password.encode()):
-            raise gr.Error("管理密码不正确。")
+            raise user_error("管理密码不正确。")
 
     def status_rows(self, password: str | None = None) -> list[list]:
         self._check_password(password)
@@ -31,11 +32,11 @@ class AdminHandlers:
     def reindex(self, password: str | None = None, progress=gr.Progress()):
         self._check_password(password)
         if not self._index_lock.acquire(blocking=False):
-            raise gr.Error("索引正在重建中，请稍候。")
+            raise user_error("索引正在重建中，请稍候。")
         try:
             summary = self.kb.index(progress=lambda done, total, msg: progress(done / total if total else 1.0, desc=msg))
         except KBError as exc:
-            raise gr.Error(f"重建索引失败：{exc}") from None
+            raise user_error(f"重建索引失败：{exc}") from None
         finally:
             self._index_lock.release()
         return "\n".join(f"- {line}" for line in summary.lines()), self.status_rows(password)
@@ -45,15 +46,15 @@ class AdminHandlers:
         """Validate, save atomically (with a backup when replacing), then re-index incrementally."""
         self._check_password(password)
         if not file_path:
-            raise gr.Error("请选择要上传的 .md 文件。")
+            raise user_error("请选择要上传的 .md 文件。")
         name = original_name or Path(file_path).name
         try:
             data = Path(file_path).read_bytes()
             saved = save_article(self.kb.config.articles_dir, name, data, self.kb.config.home / "backups")
         except UploadError as exc:
-            raise gr.Error(f"上传被拒绝：{exc}（未做任何修改）") from None
+            raise user_error(f"上传被拒绝：{exc}（未做任何修改）") from None
         except OSError as exc:
-            raise gr.Error(f"读取上传的文件失败：{exc}") from None
+            raise user_error(f"读取上传的文件失败：{exc}") from None
         done = "替换" if saved.replaced else "新增"
         backup = f"（旧版本备份在 {saved.backup}）" if saved.backup else ""
         report, rows = self.reindex(password, progress)

@@ -9,6 +9,7 @@ import gradio as gr
 from demos import present
 from kb.answer import Answer, stream_answer
 from kb.errors import QueryError
+from kb.ui.messages import user_error
 
 
 class ApiHandlers:
@@ -20,7 +21,7 @@ class ApiHandlers:
             turns = [tuple(t) for t in json.loads(history_json or "[]")]
             stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
         except (QueryError, ValueError, TypeError) as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc)) from None
         for _ in stream:
             pass
         return answer_dict(stream.answer)
@@ -29,7 +30,7 @@ class ApiHandlers:
         try:
             result = self.kb.search(question, k=min(max(int(k), 1), 20), prefer_slug=self._slug_or_none(article))
         except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc)) from None
         return {"question": result.question, "answerable": result.answerable, "confidence": result.confidence,
                 "notice": result.notice, "hits": [hit_dict(h) for h in result.hits],
                 "nearest_articles": [{"slug": a.slug, "title": a.title} for a in result.nearest_articles]}
@@ -48,7 +49,7 @@ class ApiHandlers:
         try:
             params = json.loads(params_json or "{}")
         except ValueError as exc:
-            raise gr.Error(f"params_json 不是 JSON：{exc}") from None
+            raise user_error(f"params_json 不是 JSON：{exc}") from None
         handle = self.start_demo(demo_id, params if isinstance(params, dict) else {})
         if wait:
             handle.wait(handle.timeout_s + 30)
@@ -58,7 +59,7 @@ class ApiHandlers:
         for handle in self.runner.load_history():
             if handle.id == run_id:
                 return present.status_dict(handle)
-        raise gr.Error(f"没有编号为 {run_id!r} 的运行。")
+        raise user_error(f"没有编号为 {run_id!r} 的运行。")
 
 
 def hit_dict(hit) -> dict:

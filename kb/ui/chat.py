@@ -1,52 +1,126 @@
-"""The 问答 tab: the chat, the evidence accordion, the demo buttons under an answer and their run panel.
+"""The 问答 tab: a welcoming first screen, the chat with stop/regenerate/👍👎, follow-up suggestions, the
+demo buttons under an answer and the cards their runs stream into, and the past conversations.
 
-ChatHandlers (mixed into ChatApp) answer a question by streaming kb.answer; the pure helpers below turn
-the chat history into follow-up turns and an Answer into Markdown and button updates.
+ChatHandlers (mixed into ChatApp) answer by streaming kb.answer and log each answer in the question log
+(kb.analytics) so feedback can be stored against it. How the answer reads is kb/ui/answer_view.py; the
+conversation list is kb/ui/conversations.py; the first screen is kb/ui/starters.py.
 """
 from __future__ import annotations
 
 import html
+import logging
 
 import gradio as gr
 
 from demos import registry
 from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
-from kb.ui.runs import RunPanel
+from kb.ui import answer_view, conversations, starters
+from kb.ui.messages import info, user_error, warn
+from kb.ui.runs import RunCards, place
+
+log = logging.getLogger("kb.ui")
 
 MAX_LINKED_DEMOS = 3               # demo buttons under an answer
+MAX_FOLLOWUPS = 3
 SHOWN_QUESTION_CHARS = 600         # a longer question is shown shortened in the chat (searched as the engine allows)
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 
 class ChatHandlers:
-    """The chat's handlers; `self` is the ChatApp (kb, llm, _slug_or_none)."""
+    """The chat's handlers; `self` is the ChatApp (kb, llm, question_log, runner, _slug_or_none)."""
 
-    def ask(self, question: str, history: list | None, article: str = ""):
-        """Chat handler: yields (chatbot messages, cleared textbox, evidence, linked demo ids, 3 buttons)."""
-        history = list(history or [])
+    def ask(self, question: str, history: list | None, article: str = "", qids: dict | None = None):
+        """Yields (chatbot messages, cleared textbox, evidence, linked demo ids, 3 demo buttons,
+        3 follow-up buttons, qids, regenerate button) while the answer streams."""
+        history, qids = list(history or []), dict(qids or {})
         question = (question or "").strip()
         if not question:
-            raise gr.Error("请输入问题：问题不能为空。")
+            raise user_error("请输入问题：问题不能为空。")
         limit = self.kb.config.max_question_chars
         if len(question) > limit:
-            gr.Warning(f"问题有 {len(question)} 字，超过 {limit} 字，只检索了前 {limit} 字。")
+            warn(f"问题有 {len(question)} 字，超过 {limit} 字，只检索了前 {limit} 字。")
         turns = _turns(history)
+        slug = self._slug_or_none(article)
         try:
-            stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
+            stream = stream_answer(self.kb, question, turns, prefer_slug=slug, llm=self.llm)
         except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc)) from None
         except KBError as exc:
-            raise gr.Error(f"知识库出错：{exc}") from None
+            raise user_error(f"知识库出错：{exc}") from None
         history.append({"role": "user", "content": _shown_question(question)})
         history.append({"role": "assistant", "content": ""})
-        evidence = evidence_markdown(stream.answer)
-        yield history, "", evidence, [], *demo_buttons([])
-        for delta in stream:
-            history[-1]["content"] += delta
-            yield history, "", evidence, [], *demo_buttons([])
-        result = stream.answer
-        yield history, "", evidence_markdown(result), result.demos, *demo_buttons(result.demos)
+        a = stream.answer
+        evidence = evidence_markdown(a)
+        hidden = (*demo_buttons([]), *followup_buttons([]))
+        history[-1]["content"] = answer_view.display(a, "", False)
+        yield history, "", evidence, [], *hidden, qids, gr.update(visible=False)
+        for _ in stream:
+            history[-1]["content"] = answer_view.display(a, a.text, False)
+            yield history, "", evidence, [], *hidden, qids, gr.update(visible=False)
+        history[-1]["content"] = answer_view.display(a, a.text, True, self.kb)
+        qid = self._log_answer(question, a, slug)
+        if qid is not None:
+            qids[str(len(history) - 1)] = qid
+        yield (history, "", evidence_markdown(a), a.demos, *demo_buttons(a.demos),
+               *followup_buttons(answer_view.followups(a, self.kb, MAX_FOLLOWUPS)), qids, gr.update(visible=True))
+
+    def regenerate(self, history: list | None, article: str = "", qids: dict | None = None):
+        """Answer the last question again (the earlier answer is replaced)."""
+        history, qids = list(history or []), dict(qids or {})
+        while history and history[-1].get("role") == "assistant":
+            qids.pop(str(len(history) - 1), None)
+            history.pop()
+        if not history or history[-1].get("role") != "user":
+            raise user_error("没有可以重新生成的回答。")
+        question = _question_of(history.pop()["content"])
+        yield from self.ask(question, history, article, qids)
+
+    def _log_answer(self, question: str, a: Answer, slug: str | None) -> int | None:
+        if self.question_log is None:
+            return None
+        try:
+            return self.question_log.log_question(question, a.text, a.answerable, a.citations, a.mode, slug)
+        except Exception as exc:   # the log is a record, never a reason to lose the answer
+            log.warning("question log: %s", exc)
+            return None
+
+    def _log_demo(self, qid: int | None, demo_id: str, run_id: str, passed: bool | None) -> None:
+        if self.question_log is None:
+            return
+        try:
+            self.question_log.log_demo(qid, demo_id, run_id, passed)
+        except Exception as exc:
+            log.warning("question log (demo run): %s", exc)
+
+    def feedback(self, data: gr.LikeData, qids: dict | None):
+        """👍/👎 on an answer: stored at once; then the comment box opens for an optional reason."""
+        qid = (qids or {}).get(str(data.index if not isinstance(data.index, (list, tuple)) else data.index[0]))
+        rating = 1 if data.liked is True else -1 if data.liked is False else 0
+        if qid is None or self.question_log is None:
+            warn("这条回答无法记录反馈（可能来自重启前的会话）。")
+            return None, gr.update(visible=False)
+        try:
+            self.question_log.log_feedback(qid, rating)
+        except Exception as exc:
+            log.warning("feedback: %s", exc)
+            raise user_error("反馈没有保存成功，请稍后再试。") from None
+        if rating == 0:
+            return None, gr.update(visible=False)
+        info("已记录反馈，谢谢！可以在下面补充说明（可选）。" if rating > 0 else "已记录反馈。哪里不对？可以在下面补充说明（可选）。")
+        return {"qid": qid, "rating": rating}, gr.update(visible=True)
+
+    def feedback_comment(self, comment: str, pending: dict | None):
+        comment = (comment or "").strip()
+        if not pending or not comment:
+            return "", gr.update(visible=False)
+        try:
+            self.question_log.log_feedback(int(pending["qid"]), int(pending["rating"]), comment)
+        except Exception as exc:
+            log.warning("feedback comment: %s", exc)
+            raise user_error("补充说明没有保存成功，请稍后再试。") from None
+        info("补充说明已保存，谢谢！")
+        return "", gr.update(visible=False)
 
     def on_load(self, article: str):
         """Page load: the embed passes ?article=<slug> (read in the browser) and ?embed=1 hides other tabs."""
@@ -57,6 +131,23 @@ class ChatHandlers:
         return slug, gr.update(value=f'<div class="kb-banner">正在阅读《{title}》：回答会优先参考这篇文章。</div>',
                                visible=True)
 
+    def first_screen(self, article: str):
+        """The chat's placeholder and starter questions, for the article the reader is on (if any)."""
+        slug = self._slug_or_none(article)
+        return gr.update(placeholder=starters.welcome_markdown(self.kb.articles, slug),
+                         examples=starters.examples(starters.starter_questions(self.kb.articles, slug)))
+
+    def launch_linked_demo(self, index: int, demo_ids: list[str], slots: list[str], qids: dict | None = None):
+        """A demo button under an answer: submit the run and give it a card. -> (slots, card run-id boxes)."""
+        if not demo_ids or index >= len(demo_ids):
+            raise user_error("这个回答没有对应的演示。")
+        handle = self.start_demo(demo_ids[index])
+        self._log_demo(_latest_qid(qids), handle.demo, handle.id, None)
+        if handle.status == "queued":
+            info(f"“{_demo_title(handle.demo)}”已加入队列：前面还有演示在运行，轮到时自动开始。")
+        slots, updates = place(self.runner, handle, slots)
+        return slots, *updates
+
 
 # ---- presentation helpers (pure) --------------------------------------------------------------------
 def _shown_question(question: str) -> str:
@@ -66,33 +157,67 @@ def _shown_question(question: str) -> str:
     return html.escape(shown, quote=False)
 
 
+def text_of(content) -> str | None:
+    """A message's text: gradio 6 hands the chat back as lists of parts ({"type": "text", "text": ...});
+    our own messages are strings. None for a message without text (a file)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") if isinstance(content.get("text"), str) else None
+    if isinstance(content, list):
+        parts = [text_of(part) for part in content]
+        parts = [p for p in parts if p is not None]
+        return "".join(parts) if parts else None
+    return None
+
+
+def _question_of(content) -> str:
+    text = text_of(content)
+    return html.unescape(text) if text is not None else ""
+
+
 def _turns(history: list) -> list[tuple[str, str]]:
-    """(question, answer) pairs of the chat so far, for follow-ups."""
+    """(question, answer) pairs of the chat so far, for follow-ups (labels and source previews dropped)."""
     turns, question = [], None
     for message in history:
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(content, str):
+        role, content = message.get("role"), text_of(message.get("content"))
+        if content is None:
             continue
         if role == "user":
-            question = html.unescape(content)
+            question = _question_of(content)
         elif role == "assistant" and question is not None:
-            turns.append((question, content))
+            turns.append((question, answer_view.plain_answer(content)))
             question = None
     return turns
+
+
+def _latest_qid(qids: dict | None) -> int | None:
+    """The question id of the latest answer (the one whose demo buttons are shown)."""
+    keys = [int(k) for k in (qids or {}) if str(k).isdigit()]
+    return (qids or {}).get(str(max(keys))) if keys else None
+
+
+def _demo_title(demo_id: str) -> str:
+    try:
+        return registry.get(demo_id).title
+    except Exception:
+        return demo_id
 
 
 def demo_buttons(demo_ids: list[str]) -> list:
     updates = []
     for i in range(MAX_LINKED_DEMOS):
         if i < len(demo_ids):
-            try:
-                title = registry.get(demo_ids[i]).title
-            except Exception:
-                title = demo_ids[i]
-            updates.append(gr.update(value=f"▶ 运行演示：{title}（{demo_ids[i]}）", visible=True))
+            updates.append(gr.update(value=f"▶ 运行演示：{_demo_title(demo_ids[i])}", visible=True,
+                                     elem_classes=["kb-demo-btn"]))
         else:
             updates.append(gr.update(visible=False))
     return updates
+
+
+def followup_buttons(questions: list[str]) -> list:
+    return [gr.update(value=questions[i], visible=True) if i < len(questions) else gr.update(visible=False)
+            for i in range(MAX_FOLLOWUPS)]
 
 
 def evidence_markdown(a: Answer) -> str:
@@ -104,46 +229,132 @@ def evidence_markdown(a: Answer) -> str:
     for i, h in enumerate(a.hits, start=1):
         c = h.chunk
         text = html.escape(c.text[:300].replace("\n", " "), quote=False) + ("…" if len(c.text) > 300 else "")
-        rows.append(f"**{i}. [{html.escape(c.title)} › {html.escape(c.heading_path[-1])}](article/{c.slug}#{c.anchor})**"
+        rows.append(f"**{i}. [{answer_view.md_text(c.title)} › {answer_view.md_text(c.heading_path[-1])}]"
+                    f"(article/{c.slug}#{c.anchor})**"
                     f" · 融合 {h.score:.4f} · 向量 {h.dense_score:.3f} · BM25 {h.bm25_score:.2f}\n\n> {text}")
     return "\n\n".join(head + rows)
 
 
 # ---- layout and events ------------------------------------------------------------------------------
-def create_ui(ui: dict) -> None:
+def create_ui(ui: dict, articles: dict, secret: str | None = None) -> None:
     """The 问答 tab's blocks, added to `ui` (the components every tab module shares, by name)."""
     with gr.Tab("问答", id="chat"):
-        ui["chatbot"] = gr.Chatbot(label="对话", height=520, latex_delimiters=LATEX, elem_id="chat",
-                                   buttons=["copy"], feedback_options=None,
-                                   placeholder="问一个关于博客文章的问题，例如：列表和元组有什么区别？")
-        with gr.Row():
-            ui["question"] = gr.Textbox(show_label=False, placeholder="输入问题，回车发送", scale=8,
-                                        elem_id="question", max_length=20_000)
-            ui["send"] = gr.Button("发送", variant="primary", scale=1, elem_id="send")
+        # A slot for a status notice (e.g. the semantic index still being built); filled by whoever needs it.
+        ui["status_banner"] = gr.HTML(visible=False, elem_id="status-banner")
+        ui["conversations"] = gr.BrowserState(conversations.empty(), storage_key="kb-conversations",
+                                                 secret=secret)
+        ui["conv_id"] = gr.State("")
+        ui["qids"] = gr.State({})
+        with gr.Row(elem_id="conv-bar", equal_height=True):
+            ui["conv_list"] = gr.Dropdown(choices=[], value=None, label="历史对话（保存在本浏览器）",
+                                          elem_id="conv-list", scale=5, min_width=120, interactive=True)
+            ui["new_chat"] = gr.Button("＋ 新对话", size="sm", elem_id="new-chat", scale=1, min_width=90)
+        ui["chatbot"] = gr.Chatbot(
+            label="对话", show_label=False, height=560, latex_delimiters=LATEX, elem_id="chat",
+            buttons=["copy"], feedback_options=("Like", "Dislike"),
+            placeholder=starters.welcome_markdown(articles),
+            examples=starters.examples(starters.starter_questions(articles)))
+        with gr.Row(elem_id="ask-row", equal_height=True):
+            ui["question"] = gr.Textbox(label="问题", show_label=False, placeholder="输入问题，回车发送", scale=8, autofocus=True,
+                                        elem_id="question", max_length=20_000, container=False, min_width=160)
+            ui["send"] = gr.Button("发送", variant="primary", scale=1, elem_id="send", min_width=70)
+            ui["stop"] = gr.Button("停止生成", variant="stop", scale=1, elem_id="stop", visible=False, min_width=70)
+        with gr.Row(elem_id="answer-tools"):
+            ui["regenerate"] = gr.Button("↻ 重新生成", size="sm", elem_id="regenerate", visible=False, scale=0,
+                                         min_width=100)
+            ui["followups"] = [gr.Button(visible=False, size="sm", elem_id=f"followup-{i}",
+                                         elem_classes=["kb-followup"], scale=0) for i in range(MAX_FOLLOWUPS)]
+        ui["pending_feedback"] = gr.State(None)
+        with gr.Row(visible=False, elem_id="feedback-row", equal_height=True) as ui["feedback_row"]:
+            ui["feedback_comment"] = gr.Textbox(show_label=False, placeholder="补充说明（可选）：哪里好，哪里不对？",
+                                                scale=6, container=False, max_length=1000, elem_id="feedback-comment")
+            ui["feedback_send"] = gr.Button("提交说明", size="sm", scale=1, elem_id="feedback-send", min_width=90)
         ui["linked"] = gr.State([])
-        with gr.Row():
+        with gr.Row(elem_id="demo-buttons"):
             ui["demo_buttons"] = [gr.Button(visible=False, elem_id=f"demo-btn-{i}", size="sm")
                                   for i in range(MAX_LINKED_DEMOS)]
+        ui["chat_cards"] = RunCards("chat")
         with gr.Accordion("检索证据（片段与分数）", open=False):
             ui["evidence"] = gr.Markdown(elem_id="evidence")
-        ui["chat_panel"] = RunPanel("chat")
 
 
 def create_event_handlers(state, ui: dict) -> None:
-    buttons, panel = ui["demo_buttons"], ui["chat_panel"]
-    outputs = [ui["chatbot"], ui["question"], ui["evidence"], ui["linked"], *buttons]
-    inputs = [ui["question"], ui["chatbot"], ui["article_state"]]
-    for trigger, name in ((ui["send"].click, "chat_send"), (ui["question"].submit, "chat_submit")):
-        trigger(state.ask, inputs, outputs, api_name=name, api_visibility="private")
-    for i, button in enumerate(buttons):
-        button.click(lambda ids, i=i: (yield from state.run_linked_demo(i, ids)), [ui["linked"]],
-                     panel.outputs, api_visibility="private")
-    panel.stop.click(state.cancel_run, [panel.run_id], [panel.status], api_visibility="private")
+    chatbot, question, store = ui["chatbot"], ui["question"], ui["conversations"]
+    busy = [ui["send"], ui["stop"]]
+    outputs = [chatbot, question, ui["evidence"], ui["linked"], *ui["demo_buttons"], *ui["followups"], ui["qids"],
+               ui["regenerate"]]
+    ask_inputs = [question, chatbot, ui["article_state"], ui["qids"]]
+    save = (conversations.remember, [store, ui["conv_id"], chatbot, ui["qids"]], [store, ui["conv_list"]])
+
+    def streaming():
+        return gr.update(visible=False), gr.update(visible=True)
+
+    def idle():
+        return gr.update(visible=True), gr.update(visible=False)
+
+    answering = []
+    for trigger, name in ((ui["send"].click, "chat_send"), (question.submit, "chat_submit")):
+        ev = trigger(streaming, None, busy, api_visibility="private", queue=False)
+        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private")
+        run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+        answering.append(run)
+
+    # Starter questions (the chat's examples) and follow-up suggestions put their text in the box and ask.
+    def pick_example(data: gr.SelectData):
+        return data.value["text"] if isinstance(data.value, dict) else str(data.value)
+    sources = [(chatbot.example_select, pick_example, None, "chat_starter")]
+    sources += [(b.click, lambda text: text, [b], f"chat_followup_{i}") for i, b in enumerate(ui["followups"])]
+    for trigger, fn, inputs, name in sources:
+        ev = trigger(fn, inputs, [question], api_visibility="private", queue=False).then(
+            streaming, None, busy, api_visibility="private", queue=False)
+        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private")
+        run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+        answering.append(run)
+
+    regen = ui["regenerate"].click(streaming, None, busy, api_visibility="private", queue=False).then(
+        state.regenerate, [chatbot, ui["article_state"], ui["qids"]], outputs, api_name="chat_regenerate",
+        api_visibility="private")
+    regen.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+    answering.append(regen)
+
+    # Stop: cancel the streaming answer; what arrived so far stays and is saved.
+    ui["stop"].click(idle, None, busy, cancels=answering, api_visibility="private", queue=False).then(
+        *save, api_visibility="private")
+
+    # 👍/👎 and the optional comment.
+    chatbot.like(state.feedback, [ui["qids"]], [ui["pending_feedback"], ui["feedback_row"]], api_visibility="private")
+    for trigger in (ui["feedback_send"].click, ui["feedback_comment"].submit):
+        trigger(state.feedback_comment, [ui["feedback_comment"], ui["pending_feedback"]],
+                [ui["feedback_comment"], ui["feedback_row"]], api_visibility="private")
+
+    # Conversations.
+    reset = [chatbot, ui["conv_id"], ui["qids"]]
+    ui["new_chat"].click(conversations.new_chat, [store], [*reset, ui["conv_list"]], api_visibility="private",
+                         queue=False).then(
+        lambda: (*demo_buttons([]), *followup_buttons([]), gr.update(visible=False)), None,
+        [*ui["demo_buttons"], *ui["followups"], ui["regenerate"]], api_visibility="private", queue=False)
+    ui["conv_list"].input(conversations.open_conversation, [ui["conv_list"], store], reset, api_visibility="private",
+                          queue=False)
+
+    # Demo buttons under an answer: each click gets its own card; never blocked by a run that streams.
+    cards = ui["chat_cards"]
+    for i, button in enumerate(ui["demo_buttons"]):
+        button.click(lambda ids, slots, qids, i=i: state.launch_linked_demo(i, ids, slots, qids),
+                     [ui["linked"], cards.slots, ui["qids"]], [cards.slots, *cards.boxes], api_visibility="private",
+                     concurrency_limit=None)
+    cards.wire(state)
 
 
 def create_load_handlers(state, ui: dict, demo: gr.Blocks) -> None:
-    """Embed: ?article=<slug> favours that article, ?embed=1 shows the chat only (read in the browser)."""
+    """Page load: the reader's conversations; ?article=<slug> favours that article (banner, starters),
+    ?embed=1 shows the chat only (both read in the browser)."""
+    demo.load(conversations.restore, [ui["conversations"]],
+              [ui["chatbot"], ui["conv_id"], ui["qids"], ui["conv_list"], ui["conversations"]],
+              api_visibility="private", show_progress="hidden")
+    article_js = "() => new URLSearchParams(window.location.search).get('article') || ''"
     demo.load(state.on_load, [ui["article_param"]], [ui["article_state"], ui["banner"]], api_visibility="private",
-              js="() => new URLSearchParams(window.location.search).get('article') || ''")
+              js=article_js, show_progress="hidden")
+    ui["article_state"].change(state.first_screen, [ui["article_state"]], [ui["chatbot"]], api_visibility="private",
+                               show_progress="hidden")
     demo.load(None, None, None, js="""() => { if (new URLSearchParams(location.search).get('embed') === '1') {
         document.body.classList.add('kb-embed'); } }""")
