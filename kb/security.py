@@ -44,3 +44,23 @@ def check_site_url(url: str) -> str:
             or any(ch in url for ch in "\"'<> \t\n\\"):
         raise KBError(f"KB_SITE_URL must be an http(s) address such as https://blog.example.com, not {url!r}")
     return url.strip().rstrip("/")
+
+
+def is_inside(path, folder) -> bool:
+    """Whether `path` (symbolic links resolved) lies inside `folder`: a file operation may touch it."""
+    from pathlib import Path
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False             # a name other than localhost may resolve anywhere: treat it as public
