@@ -30,7 +30,7 @@ def browser_test(test):
 
 
 PAGE = """<!doctype html>
-<html lang="zh"><head><meta charset="utf-8"><title>我的博客：列表和元组</title>
+<html lang="zh"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>我的博客：列表和元组</title>
 <style>
   body { margin: 0; font: 16px/1.6 serif; background: #fafaf5; }
   header { height: 64px; background: #333; color: #fff; padding: 0 24px; }
@@ -108,7 +108,7 @@ def browser():
         b.close()
 
 
-BOXES = """() => Array.from(document.querySelectorAll('body *')).filter(e => e.id !== 'kb-widget').map(e => {
+BOXES = """() => Array.from(document.querySelectorAll('body *')).filter(e => e.id !== 'kb-widget' && e.tagName !== 'SCRIPT').map(e => {
   const r = e.getBoundingClientRect(); return [e.tagName, r.x, r.y, r.width, r.height]; })"""
 
 
