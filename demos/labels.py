@@ -125,6 +125,15 @@ def value(name: str, v) -> str:
     return f"{text} {unit}" if unit and isinstance(v, (int, float)) else text
 
 
+_DETAIL_WORDS = [(re.compile(r"\(expected\b\s*"), "（期望 "), (re.compile(r"\bexpected\b"), "期望"),
+                 (re.compile(r"\bgot\b"), "实际"), (re.compile(r"\s+vs\.?\s+"), " 对比 "),
+                 (re.compile(r"\bthreshold\b"), "阈值"), (re.compile(r"<never answered>"), "（没有回应）")]
+
+
 def tidy_numbers(text: str) -> str:
-    """Long floats inside free text (a check's detail) shortened to 4 significant digits."""
-    return _LONG_FLOAT.sub(lambda m: number(float(m.group(0))), text)
+    """A check's detail for readers: long floats to 4 significant digits, the harness's few English words
+    (expected, got, vs, threshold) in Chinese."""
+    text = _LONG_FLOAT.sub(lambda m: number(float(m.group(0))), text)
+    for pattern, zh in _DETAIL_WORDS:
+        text = pattern.sub(zh, text)
+    return text

@@ -60,7 +60,7 @@ def test_ask_streams_an_answer_with_links_evidence_and_demo_buttons(state):
     assert reply.count("《列表和元组：共同点、区别、存储方式与性能》") == 1, "each article's title once in the sources"
     assert '<details class="kb-cite"><summary>[1] ' in reply and "<blockquote>" in reply, "a preview per citation"
     assert demos[0] == "list-tuple"
-    assert buttons[0]["visible"] is True and buttons[0]["value"] == "▶ 运行演示：列表与元组：内存、容量增长与字节码"
+    assert buttons[0]["visible"] is True and buttons[0]["value"] == "▶ 运行演示：" + registry.get("list-tuple").title
     assert all(b["visible"] is False for b in buttons[len(demos):])
     shown = [f["value"] for f in followups if f["visible"]]
     assert 2 <= len(shown) <= 3 and len(set(shown)) == len(shown), followups
@@ -115,26 +115,26 @@ def test_on_load_reads_the_article_slug(state):
 
 # Demos -------------------------------------------------------------------------------------------------
 
-def launch(state, index, ids, slots=None):
-    """A demo button's click: (slots, the card boxes' updates); returns the run id and the card it went to."""
-    slots, *boxes = state.launch_linked_demo(index, ids, slots or [""] * 4)
+def launch(state, index, ids):
+    """A demo button's click (the card boxes' updates): the card it went to and the run id."""
+    boxes = state.launch_linked_demo(index, ids)
     card = next(i for i, b in enumerate(boxes) if isinstance(b, dict) and "value" in b)
-    return slots, card, boxes[card]["value"]
+    return card, boxes[card]["value"]
 
 
 @pytest.mark.slow
 def test_linked_demo_runs_in_its_own_card_and_shows_its_checks(state):
-    slots, card, run_id = launch(state, 0, ["mro"])
-    assert card == 0 and slots[0] == run_id and run_id.startswith("20") and "-mro-" in run_id
+    card, run_id = launch(state, 0, ["mro"])
+    assert run_id.startswith("20") and "-mro-" in run_id
     views = list(state.stream_run(run_id))
     column, status, checks, stop, log, images, transcript = views[-1]
     assert column["visible"] is True and "通过 ✓" in status
     assert stop["visible"] is False and views[0][3]["visible"] is True, "stop shows while it runs, not after"
     assert checks.count("✓") >= 2 and "✗" not in checks and 'title="' in checks, "Chinese names, ids as tooltips"
     assert "CHECK ✓" in log and str(state.runner.runs_dir) not in log, "log paths are relative to the run"
-    # A second run goes to a second card, the first one still showing.
-    slots2, card2, run2 = launch(state, 0, ["list-tuple"], slots)
-    assert card2 == 1 and slots2[0] == run_id and slots2[1] == run2
+    # A second run goes to another card, the first one still showing.
+    busy = [launch(state, 0, ["mro"]) for _ in range(2)]
+    assert len({c for c, _ in busy}) == 2 and card not in {c for c, _ in busy}, "running cards are not reused"
     # A past run reopens with its checks.
     again = list(state.stream_run(run_id))
     assert len(again) == 1 and again[0][2] == checks, "an ended run shows at once, same checks"
@@ -142,24 +142,24 @@ def test_linked_demo_runs_in_its_own_card_and_shows_its_checks(state):
 
 def test_linked_demo_without_demos_is_an_error(state):
     with pytest.raises(gr.Error, match="没有对应的演示"):
-        state.launch_linked_demo(0, [], [""] * 4)
+        state.launch_linked_demo(0, [])
 
 
 def test_out_of_bounds_demo_parameter_is_a_clear_error(state):
     with pytest.raises(gr.Error, match="参数有误.*max_len.*≥ 8"):
-        state.launch_demo_form("list-tuple", [""] * 4, 1, 200_000)
+        state.launch_demo_form("list-tuple", 1, 200_000)
 
 
 def test_unknown_demo_is_a_clear_error(state):
     with pytest.raises(gr.Error, match="没有这个演示：no-such-demo"):
-        state.launch_linked_demo(0, ["no-such-demo"], [""] * 4)
+        state.launch_linked_demo(0, ["no-such-demo"])
 
 
 @pytest.mark.slow
 def test_demo_launched_at_the_limit_is_queued_with_its_position(tmp_path, state):
     busy = ChatApp(state.kb, Runner(tmp_path / "runs", max_concurrent=1))
     first = busy.start_demo("mro")
-    _, card, run_id = launch(busy, 0, ["list-tuple"])
+    _, run_id = launch(busy, 0, ["list-tuple"])
     views = busy.stream_run(run_id)
     column, status, *_ = next(views)
     assert "排队中" in status and "已加入队列" in status and "第 1 位" in status and "上限（1 个）" in status

@@ -73,14 +73,16 @@ def check_citation_opens_its_section(page, link, slug: str, name: str):
 def run_linked_demo(scope, demo_id: str, name: str, page):
     from playwright.sync_api import expect
 
+    from demos import registry
+
     button = scope.locator("#demo-btn-0")
     button.wait_for(state="visible")
-    assert f"（{demo_id}）" in button.inner_text()
+    assert button.inner_text() == f"▶ 运行演示：{registry.get(demo_id).title}"
     button.click()
-    status = scope.locator("#chat-run-status")
+    status = scope.locator("#chat-0-run-status")
     expect(status).to_contain_text(FINISHED, timeout=TIMEOUT_MS)
     assert "通过 ✓" in status.inner_text(), status.inner_text()
-    checks = scope.locator("#chat-run-checks").inner_text()
+    checks = scope.locator("#chat-0-run-checks").inner_text()
     assert checks.count("✓") >= 2 and "✗" not in checks, checks
     page.screenshot(path=str(ARTIFACTS / f"{name}-demo.png"), full_page=True)
 

@@ -17,7 +17,7 @@ from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
 from kb.ui import answer_view, conversations, starters
 from kb.ui.messages import info, user_error, warn
-from kb.ui.runs import RunCards, place
+from kb.ui.runs import RunCards, session_key
 
 log = logging.getLogger("kb.ui")
 
@@ -137,16 +137,16 @@ class ChatHandlers:
         return gr.update(placeholder=starters.welcome_markdown(self.kb.articles, slug),
                          examples=starters.examples(starters.starter_questions(self.kb.articles, slug)))
 
-    def launch_linked_demo(self, index: int, demo_ids: list[str], slots: list[str], qids: dict | None = None):
-        """A demo button under an answer: submit the run and give it a card. -> (slots, card run-id boxes)."""
+    def launch_linked_demo(self, index: int, demo_ids: list[str], qids: dict | None = None,
+                           request: gr.Request = None):
+        """A demo button under an answer: submit the run and give it a card. -> the card run-id boxes."""
         if not demo_ids or index >= len(demo_ids):
             raise user_error("这个回答没有对应的演示。")
         handle = self.start_demo(demo_ids[index])
         self._log_demo(_latest_qid(qids), handle.demo, handle.id, None)
         if handle.status == "queued":
             info(f"“{_demo_title(handle.demo)}”已加入队列：前面还有演示在运行，轮到时自动开始。")
-        slots, updates = place(self.runner, handle, slots)
-        return slots, *updates
+        return self.card_slots.place(self.runner, handle, session_key(request, "chat"))
 
 
 # ---- presentation helpers (pure) --------------------------------------------------------------------
@@ -338,10 +338,14 @@ def create_event_handlers(state, ui: dict) -> None:
 
     # Demo buttons under an answer: each click gets its own card; never blocked by a run that streams.
     cards = ui["chat_cards"]
+    def launcher(i: int):
+        def launch(ids: list, qids: dict, request: gr.Request):
+            return state.launch_linked_demo(i, ids, qids, request)
+        return launch
+
     for i, button in enumerate(ui["demo_buttons"]):
-        button.click(lambda ids, slots, qids, i=i: state.launch_linked_demo(i, ids, slots, qids),
-                     [ui["linked"], cards.slots, ui["qids"]], [cards.slots, *cards.boxes], api_visibility="private",
-                     concurrency_limit=None)
+        button.click(launcher(i), [ui["linked"], ui["qids"]], cards.boxes, api_visibility="private",
+                     concurrency_limit=None, trigger_mode="multiple")   # every click is a run, none dropped
     cards.wire(state)
 
 

@@ -13,7 +13,7 @@ import gradio as gr
 from demos import present, registry
 from demos.spec import DemoParamError, DemoSpec
 from kb.ui.messages import info, user_error
-from kb.ui.runs import RunCards, place, stream_view
+from kb.ui.runs import RunCards, session_key, stream_view
 
 
 class DemoHandlers:
@@ -51,17 +51,17 @@ class DemoHandlers:
         if not was_done:   # the question log records how the run ended (same run id: one row)
             self._log_demo(None, handle.demo, handle.id, handle.status == "passed")
 
-    def launch_demo_form(self, demo_id: str, slots: list[str], *values):
-        """The Demos tab: parameters in the spec's order (advanced ones included). -> (slots, card boxes)."""
+    def launch_demo_form(self, demo_id: str, *values, request: gr.Request = None):
+        """The Demos tab: parameters in the spec's order (advanced ones included). -> the card boxes."""
         spec = registry.get(demo_id)
         params = {p.name: v for p, v in zip(spec.params, values) if v is not None and v != ""}
         handle = self.start_demo(demo_id, params)
         if handle.status == "queued":
             info(f"“{spec.title}”已加入队列：前面还有演示在运行，轮到时自动开始。")
-        slots, updates = place(self.runner, handle, slots)
-        return slots, *updates
+        self._log_demo(None, handle.demo, handle.id, None)
+        return self.card_slots.place(self.runner, handle, session_key(request, "demos"))
 
-    def reopen_run(self, rows, slots: list[str], evt: gr.SelectData):
+    def reopen_run(self, rows, evt: gr.SelectData, request: gr.Request = None):
         """A click on a history row shows that run (checks, log, plots) in a card."""
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         try:
@@ -71,8 +71,7 @@ class DemoHandlers:
         handle = self.find_run(str(run_id))
         if handle is None:
             raise user_error(f"没有编号为 {run_id} 的运行。")
-        slots, updates = place(self.runner, handle, slots)
-        return slots, *updates
+        return self.card_slots.place(self.runner, handle, session_key(request, "demos"))
 
     def cancel_run(self, run_id: str):
         for handle in self.runner.history():
@@ -130,10 +129,15 @@ def create_ui(ui: dict) -> None:
 
 def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
     cards, history = ui["demos_cards"], ui["run_history"]
+    def launcher(demo_id: str):
+        def launch(*values, request: gr.Request):
+            return state.launch_demo_form(demo_id, *values, request=request)
+        return launch
+
     for demo_id, inputs, run_btn in ui["demo_forms"]:
-        run_btn.click(lambda slots, *v, d=demo_id: state.launch_demo_form(d, slots, *v), [cards.slots, *inputs],
-                      [cards.slots, *cards.boxes], api_visibility="private", concurrency_limit=None)
+        run_btn.click(launcher(demo_id), inputs, cards.boxes, api_visibility="private", concurrency_limit=None,
+                      trigger_mode="multiple")
     cards.wire(state, history)   # the history shows a run once it has ended
-    history.select(state.reopen_run, [history, cards.slots], [cards.slots, *cards.boxes], api_visibility="private")
+    history.select(state.reopen_run, [history], cards.boxes, api_visibility="private")
     ui["refresh_history"].click(state.history_rows, None, history, api_visibility="private")
     demo.load(state.history_rows, None, history, api_visibility="private")

@@ -47,17 +47,40 @@ class RunCards:
         self.name = name
         with gr.Column(elem_id=f"{name}-runs", elem_classes=["kb-run-cards"]):
             self.panels = [RunPanel(f"{name}-{i}") for i in range(n)]
-        self.slots = gr.State([""] * n)          # run id per card, this browser session only
         self.boxes = [p.run_id for p in self.panels]
 
     def wire(self, state, history=None) -> None:
         """Each card streams its run when its run id is set; `history` (a table) is refreshed at the end."""
         for p in self.panels:
             ev = p.run_id.change(state.stream_run, [p.run_id], p.outputs, concurrency_limit=None,
-                                 api_visibility="private", show_progress="hidden")
+                                 api_visibility="private", show_progress="hidden", trigger_mode="multiple")
             if history is not None:
                 ev.then(state.history_rows, None, history, api_visibility="private")
             p.stop.click(state.cancel_run, [p.run_id], [p.status], api_visibility="private")
+
+
+class CardSlots:
+    """Which run each card of a browser session shows, kept on the server: clicks in quick succession are
+    separate events, and a gr.State read by each of them would still hold the value before the others."""
+
+    def __init__(self, n: int = CARDS):
+        self.n = n
+        self._lock = threading.Lock()
+        self._by_session: dict[tuple, list[str]] = {}
+
+    def place(self, runner, handle, key) -> list:
+        """The card-box updates putting `handle` in a card of session `key` (see `place`)."""
+        with self._lock:
+            slots = self._by_session.get(key) or [""] * self.n
+            slots, updates = place(runner, handle, slots)
+            self._by_session[key] = slots
+            if len(self._by_session) > 10_000:            # forget the oldest sessions
+                self._by_session.pop(next(iter(self._by_session)))
+            return updates
+
+
+def session_key(request, name: str) -> tuple:
+    return (getattr(request, "session_hash", None) or "", name)
 
 
 def place(runner, handle, slots: list[str]) -> tuple[list[str], list]:

@@ -19,6 +19,7 @@ from kb.ui.admin import AdminHandlers
 from kb.ui.api import ApiHandlers
 from kb.ui.chat import ChatHandlers
 from kb.ui.demos import DemoHandlers
+from kb.ui.runs import CardSlots
 
 log = logging.getLogger("kb.ui")
 _DEFAULT = object()
@@ -46,6 +47,7 @@ class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, ApiHandlers):
         self.kb, self.runner, self.llm = kb, runner, llm
         self.admin_password = admin_password or None
         self._index_lock = threading.Lock()
+        self.card_slots = CardSlots()
         if question_log is _DEFAULT:
             try:
                 question_log = open_log(kb.config)

@@ -3,7 +3,11 @@ label, sources and previews, demo cards with ✓/✗ in colour, and the embed mo
 
 CSS = """
 :root, .gradio-container { --body-text-color-subdued: #4b5563; --input-placeholder-color: #5b6472;
-  --block-info-text-color: #4b5563; --block-label-text-color: #374151; }
+  --block-info-text-color: #4b5563; --block-label-text-color: #374151;
+  /* gradio's orange (#f97316) under white or on white text is 2.8:1; this darker orange is 5.2:1 */
+  --color-accent: #c2410c !important; --button-primary-background-fill: #c2410c !important;
+  --button-primary-background-fill-hover: #9a3412 !important; --button-primary-text-color: #ffffff !important;
+  --button-primary-border-color: #c2410c !important; }
 .gradio-container { max-width: 1100px !important; margin: 0 auto; }
 textarea::placeholder, input::placeholder { color: #5b6472 !important; opacity: 1; }
 footer, footer a, footer button { color: #4b5563 !important; }
@@ -48,7 +52,11 @@ HEAD = """<script>(function () {
   } catch (e) {}
   var zh = {"Copy message": "复制", "Copy": "复制", "Copied!": "已复制", "Copied": "已复制", "Error": "出错了",
             "Warning": "提示", "Info": "提示", "Like": "赞", "Dislike": "踩", "Retry": "重试", "Undo": "撤销",
-            "Clear": "清空", "Loading...": "加载中…", "common.complete": "完成", "Close": "关闭"};
+            "Clear": "清空", "Loading...": "加载中…", "common.complete": "完成", "Close": "关闭",
+            "More tabs": "更多标签页", "Copy table data": "复制表格数据", "Fullscreen": "全屏",
+            "Exit fullscreen": "退出全屏", "Open cell menu": "打开单元格菜单", "File upload": "上传文件",
+            "Click to upload or drop files": "点击上传或拖入文件", "Download": "下载", "Share": "分享",
+            "Sort ascending": "升序", "Sort descending": "降序", "Clear sort": "取消排序"};
   var attrs = ["title", "aria-label", "placeholder"];
   function fix(root) {
     if (!root || root.nodeType !== 1) return;
