@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from demos import present, registry  # noqa: E402
-from demos.runner import Runner  # noqa: E402
+from demos.runner import Runner, RunnerUnavailable, make_runner  # noqa: E402
 from demos.spec import DemoParamError, DemoSpec  # noqa: E402
 from kb.answer import Answer, stream_answer  # noqa: E402
 from kb.config import Config  # noqa: E402
@@ -110,6 +110,9 @@ class ChatApp:
             raise gr.Error(str(exc)) from None
         except (DemoParamError, ValueError) as exc:
             raise gr.Error(f"参数有误：{exc}") from None
+        except RunnerUnavailable as exc:   # the Celery pool's broker is down: demos wait, answers go on
+            print(f"demo not started: {exc}", file=sys.stderr, flush=True)
+            raise gr.Error(str(exc)) from None
 
     def run_linked_demo(self, index: int, demo_ids: list[str]):
         """A demo button under an answer: run the index-th linked demo and stream its view."""
@@ -500,18 +503,17 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos)
+    # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
+    runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"))
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
 def prepare_index(kb: KnowledgeBase) -> None:
     """First start: build the index with a progress bar in the terminal; later starts only load it."""
-    from kb import index as store
-
-    if store.exists(kb.config.home):
+    if kb.store.exists():
         kb.loaded_index()
         return
-    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.config.home}）…", file=sys.stderr, flush=True)
+    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.store.describe()}）…", file=sys.stderr, flush=True)
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="片段", desc="建立索引", file=sys.stderr)
