@@ -190,3 +190,20 @@ def test_kb_eval_gives_the_faiss_figures_on_pgvector(tmp_path_factory, pg_url, c
         assert abs(a - b) <= 0.01, f"{key}: FAISS {a:.3f}, pgvector {b:.3f}"
     pg = KnowledgeBase(files.config.with_(database_url=pg_url), embedder=files.embedder)
     assert type(pg.loaded_index()).__name__ == "PgIndex" and pg.status() == files.status()
+
+
+def test_scale_bench_uses_the_hnsw_index_and_reaches_the_recall_goal(pg_url):
+    """kb.pg_bench on a small synthetic set: the queries go through the HNSW index (checked by EXPLAIN inside
+    bench_pgvector) and one ef_search setting reaches recall@10 >= 0.95 against FAISS exact search."""
+    import faiss
+    from kb.bench import synthetic
+    from kb.pg_bench import EF_SEARCH, bench_pgvector
+    data, queries = synthetic(2000, 64, 20)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(data)
+    _, truth = flat.search(queries, 10)
+    rows = bench_pgvector(pg_url, data, queries, truth, log=lambda m: None)
+    assert [r.index for r in rows] == [f"pgvector HNSW m=16 ef_search={ef}" for ef in EF_SEARCH]
+    marked = [r for r in rows if r.operating_point]
+    assert len(marked) == 1 and marked[0].recall10 >= 0.95, [(r.index, r.recall10) for r in rows]
+    assert all(0 <= r.recall10 <= 1 and r.p50_ms > 0 for r in rows)
