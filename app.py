@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import hmac  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import queue  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -32,14 +33,18 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from demos import present, registry  # noqa: E402
-from demos.runner import Runner  # noqa: E402
+from demos.runner import QueueFull, Runner  # noqa: E402
 from demos.spec import DemoParamError, DemoSpec  # noqa: E402
 from kb.answer import Answer, stream_answer  # noqa: E402
 from kb.config import Config  # noqa: E402
 from kb.engine import KnowledgeBase  # noqa: E402
 from kb.errors import KBError, QueryError  # noqa: E402
+from kb import security  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
+from kb.security import LIMITS, Limits, RateLimiter, UnsafeInput  # noqa: E402
 from kb.upload import UploadError, save_article  # noqa: E402
+
+log = logging.getLogger("kb.app")
 
 ROOT = Path(__file__).resolve().parent
 MAX_LINKED_DEMOS = 3               # demo buttons under an answer
@@ -56,28 +61,36 @@ class ChatApp:
     """The app's state (knowledge base, runner, LLM, admin password) and every handler."""
 
     def __init__(self, kb: KnowledgeBase, runner: Runner, llm: LLMConfig | None = None,
-                 admin_password: str | None = None):
+                 admin_password: str | None = None, limits: Limits = LIMITS, upload_dir: Path | None = None):
         self.kb, self.runner, self.llm = kb, runner, llm
         self.admin_password = admin_password or None
+        self.limits = limits
+        # Files a client uploaded lie in gradio's upload cache; nothing else may be read as an upload.
+        self.upload_dir = Path(upload_dir) if upload_dir else Path(gr.utils.get_upload_folder())
+        self.admin_limiter = RateLimiter(attempts=10, window_s=60.0)   # wrong passwords per client address
         self._index_lock = threading.Lock()
 
     # ---- chat ---------------------------------------------------------------------------------------
-    def ask(self, question: str, history: list | None, article: str = ""):
+    def ask(self, question: str, history: list | None, article: str = "", request: gr.Request = None):
         """Chat handler: yields (chatbot messages, cleared textbox, evidence, linked demo ids, 3 buttons)."""
-        history = list(history or [])
-        question = (question or "").strip()
+        try:
+            question = security.text_field(question, "问题", self.limits).strip()
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "chat") from None
+        history = list(history or []) if isinstance(history, list) else []
         if not question:
-            raise gr.Error("请输入问题：问题不能为空。")
+            raise refuse("请输入问题：问题不能为空。", request, "chat")
         limit = self.kb.config.max_question_chars
         if len(question) > limit:
             gr.Warning(f"问题有 {len(question)} 字，超过 {limit} 字，只检索了前 {limit} 字。")
-        turns = _turns(history)
+        turns = security.bound_turns(_turns(history, self.limits.max_history_turns), self.limits)
         try:
             stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
         except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc), request, "chat") from None
         except KBError as exc:
-            raise gr.Error(f"知识库出错：{exc}") from None
+            log.error("chat failed: %s", exc)
+            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "chat") from None
         history.append({"role": "user", "content": _shown_question(question)})
         history.append({"role": "assistant", "content": ""})
         evidence = evidence_markdown(stream.answer)
@@ -89,7 +102,7 @@ class ChatApp:
         yield history, "", evidence_markdown(result), result.demos, *demo_buttons(result.demos)
 
     def _slug_or_none(self, slug: str | None) -> str | None:
-        slug = (slug or "").strip()
+        slug = (slug or "").strip() if isinstance(slug, str) else ""
         return slug if slug in self.kb.articles else None
 
     def on_load(self, article: str):
@@ -102,97 +115,143 @@ class ChatApp:
                                visible=True)
 
     # ---- demos --------------------------------------------------------------------------------------
-    def start_demo(self, demo_id: str, params: dict | None = None):
-        """Submit a run: RunHandle, or gr.Error for an unknown demo or a bad parameter."""
+    def start_demo(self, demo_id: str, params: dict | None = None, request: gr.Request = None):
+        """Submit a run for this client (its session): RunHandle, or gr.Error for an unknown demo, a bad
+        parameter or a full queue."""
         try:
-            return self.runner.submit(demo_id, params or {})
+            demo_id = security.text_field(demo_id, "demo_id", self.limits, required=True)
+            return self.runner.submit(demo_id, params or {}, client=client_key(request))
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo as exc:
-            raise gr.Error(str(exc)) from None
-        except (DemoParamError, ValueError) as exc:
-            raise gr.Error(f"参数有误：{exc}") from None
+            raise refuse(html.escape(str(exc)[:300], quote=False), request, "demo") from None
+        except QueueFull as exc:
+            raise refuse(str(exc), request, "demo") from None
+        except (DemoParamError, ValueError, TypeError) as exc:
+            raise refuse(f"参数有误：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
 
-    def run_linked_demo(self, index: int, demo_ids: list[str]):
+    def run_linked_demo(self, index: int, demo_ids: list[str], request: gr.Request = None):
         """A demo button under an answer: run the index-th linked demo and stream its view."""
-        if not demo_ids or index >= len(demo_ids):
-            raise gr.Error("这个回答没有对应的演示。")
-        yield from stream_view(self.start_demo(demo_ids[index]), self.runner.max_concurrent)
+        if not isinstance(demo_ids, list) or index >= len(demo_ids):
+            raise refuse("这个回答没有对应的演示。", request, "demo")
+        yield from stream_view(self.start_demo(demo_ids[index], request=request), self.runner.max_concurrent)
 
-    def run_demo_form(self, demo_id: str, *values):
+    def run_demo_form(self, demo_id: str, *values, request: gr.Request = None):
         """The Demos tab: parameters in the spec's order (advanced ones included)."""
         spec = registry.get(demo_id)
         params = {p.name: v for p, v in zip(spec.params, values) if v is not None and v != ""}
-        yield from stream_view(self.start_demo(demo_id, params), self.runner.max_concurrent)
+        yield from stream_view(self.start_demo(demo_id, params, request), self.runner.max_concurrent)
 
-    def cancel_run(self, run_id: str):
-        for handle in self.runner.history():
-            if handle.id == run_id:
-                handle.cancel()
-                return f"已请求停止 {run_id}。"
-        return "没有正在运行的演示。"
+    def own_run(self, run_id, request: gr.Request = None):
+        """The run with this id when this client started it, else None (runs are private to a session)."""
+        handle = self.runner.get(run_id) if isinstance(run_id, str) else None
+        return handle if handle is not None and handle.client == client_key(request) else None
 
-    def history_rows(self) -> list[list]:
-        return present.history_rows(self.runner.load_history())
+    def cancel_run(self, run_id: str, request: gr.Request = None):
+        handle = self.own_run(run_id, request)
+        if handle is None or handle.done:
+            return "没有正在运行的演示。"
+        handle.cancel()
+        return f"已请求停止 {run_id}。"
+
+    def history_rows(self, request: gr.Request = None) -> list[list]:
+        """This client's runs only: another visitor's runs (and logs) are not shown."""
+        me = client_key(request)
+        return present.history_rows(h for h in self.runner.load_history() if h.client == me)
 
     # ---- admin --------------------------------------------------------------------------------------
-    def _check_password(self, password: str | None) -> None:
-        if self.admin_password and not hmac.compare_digest((password or "").encode(), self.admin_password.encode()):
-            raise gr.Error("管理密码不正确。")
+    def _check_password(self, password: str | None, request: gr.Request = None) -> None:
+        """Refuse a wrong password; a client address with too many wrong ones waits (rate limit)."""
+        if not self.admin_password:
+            return
+        host = client_host(request)
+        if self.admin_limiter.blocked(host):
+            raise refuse("密码错误次数过多，请稍后再试。", request, "admin")
+        if not isinstance(password, str) or not hmac.compare_digest(password.encode(), self.admin_password.encode()):
+            self.admin_limiter.check(host)
+            raise refuse("管理密码不正确。", request, "admin")
 
-    def status_rows(self, password: str | None = None) -> list[list]:
-        self._check_password(password)
+    def status_rows(self, password: str | None = None, request: gr.Request = None) -> list[list]:
+        self._check_password(password, request)
         labels = {"indexed": "已索引", "changed": "已修改，待重建", "new": "新文章，待索引",
                   "deleted": "已删除，待重建", "unreadable": "无法读取"}
         return [[s.slug or Path(s.path).name, s.title, labels.get(s.state, s.state), s.chunks, s.error or ""]
                 for s in self.kb.status()]
 
-    def reindex(self, password: str | None = None, progress=gr.Progress()):
-        self._check_password(password)
+    def reindex(self, password: str | None = None, request: gr.Request = None, progress=gr.Progress()):
+        self._check_password(password, request)
         if not self._index_lock.acquire(blocking=False):
-            raise gr.Error("索引正在重建中，请稍候。")
+            raise refuse("索引正在重建中，请稍候。", request, "admin")
+        try:
+            return self._reindex_locked(progress), self.status_rows(password, request)
+        finally:
+            self._index_lock.release()
+
+    def _reindex_locked(self, progress) -> str:
         try:
             summary = self.kb.index(progress=lambda done, total, msg: progress(done / total if total else 1.0, desc=msg))
         except KBError as exc:
-            raise gr.Error(f"重建索引失败：{exc}") from None
-        finally:
-            self._index_lock.release()
-        return "\n".join(f"- {line}" for line in summary.lines()), self.status_rows(password)
+            log.error("re-index failed: %s", exc)
+            raise gr.Error(f"重建索引失败：{html.escape(str(exc)[:300], quote=False)}", print_exception=False) from None
+        return "\n".join(f"- {line}" for line in summary.lines())
 
     def upload_article(self, file_path: str | None, password: str | None = None, original_name: str | None = None,
-                       progress=gr.Progress()):
-        """Validate, save atomically (with a backup when replacing), then re-index incrementally."""
-        self._check_password(password)
+                       progress=gr.Progress(), request: gr.Request = None):
+        """Validate, save atomically (with a backup when replacing), then re-index incrementally.
+
+        Only a file the client uploaded (in gradio's upload cache) is read; the app checks this itself
+        because a mounted gradio app skips gradio's own check. Refused while a re-index runs, before any
+        write. Messages never name a server path."""
+        self._check_password(password, request)
         if not file_path:
-            raise gr.Error("请选择要上传的 .md 文件。")
-        name = original_name or Path(file_path).name
+            raise refuse("请选择要上传的 .md 文件。", request, "upload")
+        if isinstance(file_path, dict):   # a FileData payload sent through the API
+            file_path = file_path.get("path")
         try:
-            data = Path(file_path).read_bytes()
-            saved = save_article(self.kb.config.articles_dir, name, data, self.kb.config.home / "backups")
-        except UploadError as exc:
-            raise gr.Error(f"上传被拒绝：{exc}（未做任何修改）") from None
-        except OSError as exc:
-            raise gr.Error(f"读取上传的文件失败：{exc}") from None
+            path = security.uploaded_file(file_path, self.upload_dir)
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "upload") from None
+        name = original_name if isinstance(original_name, str) and original_name else path.name
+        if not self._index_lock.acquire(blocking=False):
+            raise refuse("索引正在重建中，请稍候再上传（未做任何修改）。", request, "upload")
+        try:
+            try:
+                data = path.read_bytes()
+                saved = save_article(self.kb.config.articles_dir, name, data, self.kb.config.home / "backups")
+            except UploadError as exc:
+                raise refuse(f"上传被拒绝：{html.escape(str(exc), quote=False)}（未做任何修改）", request, "upload") from None
+            except OSError as exc:
+                log.warning("upload read/write failed: %s", exc)
+                raise refuse("读取上传的文件失败，请重新上传（未做任何修改）。", request, "upload") from None
+            report = self._reindex_locked(progress)
+        finally:
+            self._index_lock.release()
         done = "替换" if saved.replaced else "新增"
-        backup = f"（旧版本备份在 {saved.backup}）" if saved.backup else ""
-        report, rows = self.reindex(password, progress)
-        return f"已{done}《{html.escape(saved.article.title)}》{backup}。\n\n{report}", rows
+        backup = f"（旧版本已备份为 {saved.backup.name}）" if saved.backup else ""
+        return f"已{done}《{html.escape(saved.article.title)}》{backup}。\n\n{report}", self.status_rows(password, request)
 
     # ---- API (gradio_client) ------------------------------------------------------------------------
-    def api_ask(self, question: str, article: str = "", history_json: str = "[]") -> dict:
-        """Answer a question. history_json: [[question, answer], ...] of earlier turns."""
+    def api_ask(self, question: str, article: str = "", history_json: str = "[]", request: gr.Request = None) -> dict:
+        """Answer a question. history_json: [[question, answer], ...] of earlier turns (the last few are used)."""
         try:
-            turns = [tuple(t) for t in json.loads(history_json or "[]")]
+            question = security.text_field(question, "question", self.limits)
+            turns = security.parse_history_json(history_json, self.limits)
             stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
-        except (QueryError, ValueError, TypeError) as exc:
-            raise gr.Error(str(exc)) from None
+        except (QueryError, UnsafeInput) as exc:
+            raise refuse(str(exc), request, "/ask") from None
         for _ in stream:
             pass
         return answer_dict(stream.answer)
 
-    def api_search(self, question: str, k: int = 5, article: str = "") -> dict:
+    def api_search(self, question: str, k: int = 5, article: str = "", request: gr.Request = None) -> dict:
         try:
+            question = security.text_field(question, "question", self.limits)
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or k != k:
+                raise UnsafeInput("参数 k 必须是 1 到 20 的整数。")
             result = self.kb.search(question, k=min(max(int(k), 1), 20), prefer_slug=self._slug_or_none(article))
-        except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+        except (QueryError, UnsafeInput, OverflowError) as exc:
+            raise refuse(str(exc) if not isinstance(exc, OverflowError) else "参数 k 必须是 1 到 20 的整数。",
+                         request, "/search") from None
         return {"question": result.question, "answerable": result.answerable, "confidence": result.confidence,
                 "notice": result.notice, "hits": [hit_dict(h) for h in result.hits],
                 "nearest_articles": [{"slug": a.slug, "title": a.title} for a in result.nearest_articles]}
@@ -206,22 +265,31 @@ class ChatApp:
     def api_list_demos(self) -> list:
         return present.list_demos()
 
-    def api_run_demo(self, demo_id: str, params_json: str = "{}", wait: bool = False) -> dict:
-        """Start a demo (params as a JSON object); with wait=True return when it has ended."""
+    def api_run_demo(self, demo_id: str, params_json: str = "{}", wait: bool = False,
+                     request: gr.Request = None) -> dict:
+        """Start a demo (params as a JSON object); with wait=True return when it has ended, or after at most
+        `limits.wait_max_s` with the run still going (then poll /demo_status)."""
         try:
-            params = json.loads(params_json or "{}")
-        except ValueError as exc:
-            raise gr.Error(f"params_json 不是 JSON：{exc}") from None
-        handle = self.start_demo(demo_id, params if isinstance(params, dict) else {})
+            params = security.params_object(params_json, self.limits)
+            if not isinstance(wait, bool):
+                raise UnsafeInput("参数 wait 必须是 true 或 false。")
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "/run_demo") from None
+        handle = self.start_demo(demo_id, params, request)
         if wait:
-            handle.wait(handle.timeout_s + 30)
+            try:
+                handle.wait(min(handle.timeout_s + 30, self.limits.wait_max_s))
+            except TimeoutError:
+                pass   # still queued or running: the status says so
         return present.status_dict(handle)
 
-    def api_demo_status(self, run_id: str) -> dict:
-        for handle in self.runner.load_history():
-            if handle.id == run_id:
-                return present.status_dict(handle)
-        raise gr.Error(f"没有编号为 {run_id!r} 的运行。")
+    def api_demo_status(self, run_id: str, request: gr.Request = None) -> dict:
+        """A run this client started (looked up by id alone, without reading the other runs)."""
+        handle = self.own_run(run_id, request)
+        if handle is None:
+            shown = html.escape(run_id[:80], quote=False) if isinstance(run_id, str) else "?"
+            raise refuse(f"没有编号为 “{shown}” 的运行（只能查看自己启动的运行）。", request, "/demo_status")
+        return present.status_dict(handle)
 
 
 # ---- presentation helpers (pure) --------------------------------------------------------------------
@@ -232,19 +300,57 @@ def _shown_question(question: str) -> str:
     return html.escape(shown, quote=False)
 
 
-def _turns(history: list) -> list[tuple[str, str]]:
-    """(question, answer) pairs of the chat so far, for follow-ups."""
+def _turns(history: list, max_turns: int | None = None) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the chat so far, for follow-ups; only the last `max_turns` are read.
+
+    A message's content is a string, or (Gradio 6 in the browser) a list of parts such as
+    {"type": "text", "text": ...}; files and other non-text parts are skipped."""
+    if not isinstance(history, list):
+        return []
+    if max_turns is not None:
+        history = history[-4 * max_turns:]   # a turn is 2 messages; leave room for extra assistant messages
     turns, question = [], None
     for message in history:
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(content, str):
+        if not isinstance(message, dict):
+            message = getattr(message, "__dict__", {})
+        role, content = message.get("role"), _message_text(message.get("content"))
+        if content is None:
             continue
         if role == "user":
             question = html.unescape(content)
         elif role == "assistant" and question is not None:
             turns.append((question, content))
             question = None
-    return turns
+    return turns[-max_turns:] if max_turns else turns
+
+
+def _message_text(content) -> str | None:
+    """The text of a chat message's content: a string, a text part, or a list of parts; None if no text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") if content.get("type", "text") == "text" and isinstance(content.get("text"), str) else None
+    if isinstance(content, (list, tuple)):
+        texts = [t for t in (_message_text(part) for part in content[:50]) if t is not None]
+        return "\n".join(texts) if texts else None
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else None
+
+
+def client_key(request) -> str | None:
+    """Who is asking, for run ownership: the gradio session (a browser tab, a gradio_client Client)."""
+    return getattr(request, "session_hash", None) or None
+
+
+def client_host(request) -> str:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "local"
+
+
+def refuse(message: str, request=None, where: str = "") -> gr.Error:
+    """A refused request: one log line (no traceback) and a Chinese message for the client."""
+    log.warning("refused %s from %s: %s", where or "request", client_host(request), message[:200])
+    return gr.Error(message, print_exception=False)
 
 
 def demo_buttons(demo_ids: list[str]) -> list:
@@ -374,7 +480,8 @@ def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app; `create_server` mounts it with the article routes."""
     specs = present.loadable_specs()
     articles = list(state.kb.articles.values())
-    with gr.Blocks(title="技术博客知识库") as demo:
+    # Gradio's upload cache: files older than a day are deleted hourly (the whole cache at restart).
+    with gr.Blocks(title="技术博客知识库", delete_cache=(3600, 86400)) as demo:
         article_state = gr.State("")
         article_param = gr.Textbox(visible=False)   # filled from ?article= in the browser
         banner = gr.HTML(visible=False)
@@ -425,10 +532,9 @@ def create_app(state: ChatApp) -> gr.Blocks:
         chat_outputs = [chatbot, question, evidence, linked, *buttons]
         for trigger, name in ((send.click, "chat_send"), (question.submit, "chat_submit")):
             trigger(state.ask, [question, chatbot, article_state], chat_outputs, api_name=name,
-                    api_visibility="private")
+                    api_visibility="private", concurrency_limit=state.limits.ask_concurrency, concurrency_id="ask")
         for i, button in enumerate(buttons):
-            button.click(lambda ids, i=i: (yield from state.run_linked_demo(i, ids)), [linked],
-                         chat_panel.outputs, api_visibility="private")
+            button.click(linked_demo_handler(state, i), [linked], chat_panel.outputs, api_visibility="private")
         chat_panel.stop.click(state.cancel_run, [chat_panel.run_id], [chat_panel.status], api_visibility="private")
 
         # Articles.
@@ -446,18 +552,18 @@ def create_app(state: ChatApp) -> gr.Blocks:
 
         # Demos.
         for demo_id, inputs, run_btn in forms:
-            run_btn.click(lambda *v, d=demo_id: (yield from state.run_demo_form(d, *v)), inputs, demos_panel.outputs,
+            run_btn.click(demo_form_handler(state, demo_id), inputs, demos_panel.outputs,
                           api_visibility="private").then(state.history_rows, None, history, api_visibility="private")
         demos_panel.stop.click(state.cancel_run, [demos_panel.run_id], [demos_panel.status], api_visibility="private")
         refresh.click(state.history_rows, None, history, api_visibility="private")
         demo.load(state.history_rows, None, history, api_visibility="private")
         if not state.admin_password:   # with a password, the table fills once it is given
-            demo.load(state.status_rows, None, table, api_visibility="private")
+            demo.load(lambda: state.status_rows(None), None, table, api_visibility="private")
 
         # Admin.
         show.click(state.status_rows, [password], [table], api_visibility="private")
         reindex.click(state.reindex, [password], [admin_msg, table], api_visibility="private")
-        upload_btn.click(lambda f, p, progress=gr.Progress(): state.upload_article(f, p, None, progress),
+        upload_btn.click(upload_handler(state),
                          [upload, password], [admin_msg, table], api_visibility="private")
 
         # Embed: ?article=<slug> favours that article, ?embed=1 shows the chat only (read in the browser).
@@ -467,13 +573,38 @@ def create_app(state: ChatApp) -> gr.Blocks:
             document.body.classList.add('kb-embed'); } }""")
 
         # Named API endpoints.
-        gr.api(state.api_ask, api_name="ask")
-        gr.api(state.api_search, api_name="search")
+        # /ask shares the chat's concurrency group: a few answers at once, so one slow request (bounded by
+        # kb.security.Limits) cannot hold everyone else's. /run_demo only queues (bounded by the runner's
+        # limits) and its bounded wait=True must not hold the slot others submit through.
+        gr.api(state.api_ask, api_name="ask", concurrency_limit=state.limits.ask_concurrency, concurrency_id="ask")
+        gr.api(state.api_search, api_name="search", concurrency_limit=state.limits.ask_concurrency,
+               concurrency_id="ask")
         gr.api(state.api_list_articles, api_name="list_articles")
         gr.api(state.api_list_demos, api_name="list_demos")
-        gr.api(state.api_run_demo, api_name="run_demo")
+        gr.api(state.api_run_demo, api_name="run_demo",
+               concurrency_limit=(state.runner.max_queue or 8) + state.runner.max_concurrent)
         gr.api(state.api_demo_status, api_name="demo_status")
     return demo
+
+
+def linked_demo_handler(state: ChatApp, index: int):
+    """The index-th demo button under an answer (a function, so gradio can hand it the request)."""
+    def run(demo_ids: list, request: gr.Request = None):
+        yield from state.run_linked_demo(index, demo_ids, request)
+    return run
+
+
+def demo_form_handler(state: ChatApp, demo_id: str):
+    """A demo's Run button in the Demos tab: the request first, then the form's values."""
+    def run(request: gr.Request, *values):
+        yield from state.run_demo_form(demo_id, *values, request=request)
+    return run
+
+
+def upload_handler(state: ChatApp):
+    def upload(file_path, password, request: gr.Request = None, progress=gr.Progress()):
+        return state.upload_article(file_path, password, None, progress, request)
+    return upload
 
 
 EMBED_CSS = """body.kb-embed .tab-wrapper, body.kb-embed footer { display: none !important; }"""
@@ -489,8 +620,17 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     add_routes(server, state.kb)
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
-    return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
-                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
+                              footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    add_security(app, state.limits)
+    return app
+
+
+def add_security(app, limits: Limits = LIMITS) -> None:
+    """CSP (frame-ancestors from KB_FRAME_ANCESTORS, default same origin only), nosniff and a body-size cap
+    on every response; unknown API names answered 404 instead of 500 (see kb.security)."""
+    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"))
+    app.add_middleware(security.SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes)
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:
@@ -500,7 +640,8 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos)
+    runner = Runner(runs_dir, max_concurrent=max_demos, max_queue=LIMITS.demo_queue_max,
+                    max_per_client=LIMITS.demo_per_client)
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
@@ -551,6 +692,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-warm-up", action="store_true", help="load the model on the first question instead")
     args = parser.parse_args(argv)
     import uvicorn
+
+    # One line per refused request or failure (kb.app, kb.answer), no tracebacks for expected refusals.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
         state = build_state(args.runs_dir, args.max_demos)
