@@ -215,14 +215,14 @@ class Runner:
 
     def _admit(self, client: str | None) -> None:
         """QueueFull when the queue, or this client's share, is full (called with the lock held)."""
-        if self.max_queue is not None and len(self._queue) >= self.max_queue \
-                and len(self._running) >= self.max_concurrent:
-            raise QueueFull(f"演示队列已满（{len(self._queue)} 个在排队），请稍后再试。")
         if client is not None and self.max_per_client is not None:
             mine = sum(1 for h in (*self._queue, *self._running) if h.client == client)
             if mine >= self.max_per_client:
                 raise QueueFull(f"你已有 {mine} 个演示在排队或运行（每人最多 {self.max_per_client} 个），"
                                 "请等它们结束后再试。")
+        if self.max_queue is not None and len(self._queue) >= self.max_queue \
+                and len(self._running) >= self.max_concurrent:
+            raise QueueFull(f"演示队列已满（{len(self._queue)} 个在排队），请稍后再试。")
 
     def get(self, run_id: str) -> RunHandle | None:
         """One run by id: this runner's live handle, else its folder read back; None when there is none.
@@ -248,7 +248,7 @@ class Runner:
         with self._lock:
             live = {h.id for h in (*self._queue, *self._running)}
         runs = sorted((d for d in self.runs_dir.iterdir() if RUN_ID.fullmatch(d.name) and d.name not in live),
-                      key=lambda d: d.name, reverse=True)   # names start with the time: newest first
+                      key=_submitted, reverse=True)   # newest first
         cutoff = now - self.keep_days * 86400
         removed = []
         for i, run_dir in enumerate(runs):
@@ -461,6 +461,15 @@ def _kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _submitted(run_dir: Path) -> tuple[str, float]:
+    """Sort key of a run folder: its name's timestamp (to the second), then run.json's submit time."""
+    try:
+        submitted = float(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("submitted") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        submitted = 0.0
+    return run_dir.name[:15], submitted
 
 
 def _load_handle(run_dir: Path) -> RunHandle | None:

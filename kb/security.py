@@ -7,12 +7,17 @@ headers and a rate limiter for admin attempts.
     bound_turns(turns, LIMITS)                 -> the last turns within the history budget
     SecurityMiddleware(app, csp=...)           -> ASGI: CSP, nosniff, frame-ancestors, body-size cap
     RateLimiter(5, 60).check("127.0.0.1")      -> seconds to wait, or 0.0
+    csv_cell("=1+1")                           -> "'=1+1" (no formula runs in the owner's CSV export)
 
 The URL check decodes the way a browser does before it compares schemes: HTML character references
 (numeric and named, with or without the final semicolon, decoded until nothing changes, so a double
 encoding cannot survive one browser pass), then every ASCII tab and newline removed anywhere and C0 control
 characters and spaces stripped at both ends (WHATWG URL parsing), then all remaining whitespace and
 control/format characters removed. Only http, https, scheme-less (relative) and fragment links survive.
+
+csv_cell: a spreadsheet runs a cell that starts with = + - @ (or a tab/CR before them) as a formula
+(CSV injection, OWASP); readers' questions go into the owner's CSV export, so such cells get a leading
+apostrophe, which spreadsheets show as text.
 
 This module knows strings, paths and ASGI; it imports neither gradio nor the engine.
 """
@@ -35,6 +40,9 @@ from kb.errors import KBError
 ALLOWED_SCHEMES = ("http", "https")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _MAX_UNESCAPE_ROUNDS = 8
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class UnsafeInput(KBError):
@@ -327,19 +335,25 @@ class SecurityMiddleware:
             if too_large:
                 return await self._refuse(send, extra)
         received = 0
-        started = False
+        started = refused = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge()
+                if received > self.max_body_bytes and not refused:
+                    # Answer 413 now; the app sees a client that went away and whatever it sends is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(send, extra)
+                    return {"type": "http.disconnect"}
             return message
 
         async def send_with_headers(message):
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
@@ -347,11 +361,7 @@ class SecurityMiddleware:
                 message["headers"] = list(message.get("headers", [])) + [(k, v) for k, v in extra if k not in names]
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send, extra)
+        await self.app(scope, limited_receive, send_with_headers)
 
     async def _refuse(self, send, extra):
         body = _TOO_LARGE.decode().format(self.max_body_bytes).encode()
@@ -361,5 +371,10 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    pass
+# ---- CSV export -----------------------------------------------------------------------------------------
+def csv_cell(value):
+    """The value as a CSV cell that no spreadsheet evaluates; numbers pass unchanged."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
