@@ -310,7 +310,7 @@ class SecurityMiddleware:
     """
 
     def __init__(self, app, frame_ancestors: str = "'self'", max_body_bytes: int = LIMITS.max_body_bytes,
-                 strict_prefixes: tuple[str, ...] = ("/article/", "/web/")):
+                 strict_prefixes: tuple[str, ...] = ("/article/",)):
         self.app, self.max_body_bytes, self.strict_prefixes = app, max_body_bytes, strict_prefixes
         self.frame_ancestors = frame_ancestors
         base = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
