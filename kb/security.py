@@ -8,6 +8,7 @@ headers and a rate limiter for admin attempts.
     SecurityMiddleware(app, csp=...)           -> ASGI: CSP, nosniff, frame-ancestors, body-size cap
     RateLimiter(5, 60).check("127.0.0.1")      -> seconds to wait, or 0.0
     csv_cell("=1+1")                           -> "'=1+1" (no formula runs in the owner's CSV export)
+    is_safe_slug, check_site_url, is_inside, is_loopback_host: names, the blog's address, paths, bind address
 
 The URL check decodes the way a browser does before it compares schemes: HTML character references
 (numeric and named, with or without the final semicolon, decoded until nothing changes, so a double
@@ -97,15 +98,6 @@ def markdown_text(text: str) -> str:
 
 
 # ---- paths ----------------------------------------------------------------------------------------------
-def inside(path: str | Path, folder: str | Path) -> bool:
-    """`path` (symlinks resolved) lies in `folder` (resolved), or is it."""
-    try:
-        real, root = Path(path).resolve(strict=False), Path(folder).resolve(strict=False)
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return real == root or root in real.parents
-
-
 def uploaded_file(path: str | Path | None, cache_folder: str | Path) -> Path:
     """The path of a file the client really uploaded (it lies in the upload cache), else UnsafeInput.
 
@@ -115,7 +107,7 @@ def uploaded_file(path: str | Path | None, cache_folder: str | Path) -> Path:
     if not path or not isinstance(path, (str, Path)) or "\x00" in str(path):
         raise refuse
     p = Path(path)
-    if not p.is_absolute() or not inside(p, cache_folder):
+    if not p.is_absolute() or not is_inside(p, cache_folder):
         raise refuse
     try:
         if not p.resolve().is_file():
@@ -378,3 +370,50 @@ def csv_cell(value):
         return value
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+_SLUG = re.compile(r"[^\W_][\w.-]{0,199}")        # letters (any script), digits, '-', '_', '.'; no '/', no space
+
+
+def is_safe_slug(slug: str) -> bool:
+    """Whether a blog post's slug can name it in URLs and lists: one path segment, no '..', no control chars.
+
+    Blog slugs come from file names (Hexo's `:title` keeps Chinese names), so any script's letters pass;
+    this project's own articles are stricter (`[a-z0-9-]+`, kb/articles.py).
+    """
+    return bool(isinstance(slug, str) and _SLUG.fullmatch(slug) and ".." not in slug)
+
+
+def check_site_url(url: str) -> str:
+    """The blog's address (KB_SITE_URL) without a trailing '/', or KBError: only http(s) with a host.
+
+    Citation links are built from it; a `javascript:` or relative value would put script or a wrong
+    target into every answer.
+    """
+    from urllib.parse import urlsplit
+    from kb.errors import KBError
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+            or any(ch in url for ch in "\"'<> \t\n\\"):
+        raise KBError(f"KB_SITE_URL must be an http(s) address such as https://blog.example.com, not {url!r}")
+    return url.strip().rstrip("/")
+
+
+def is_inside(path, folder) -> bool:
+    """Whether `path` (symbolic links resolved) lies inside `folder`: a file operation may touch it."""
+    from pathlib import Path
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False             # a name other than localhost may resolve anywhere: treat it as public
