@@ -84,14 +84,14 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
-    add_security(app, state.limits)
+    add_security(app, state.limits, state.kb.config.site_url)
     return app
 
 
-def add_security(app, limits: Limits = LIMITS) -> None:
-    """CSP on every response (frame-ancestors from KB_FRAME_ANCESTORS, default same origin only; article
-    pages allow same-origin script files only), nosniff, and a cap on request bodies (kb/security.py)."""
-    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"))
+def add_security(app, limits: Limits = LIMITS, site_url: str | None = None) -> None:
+    """CSP on every response (frame-ancestors: this origin, the blog's (KB_SITE_URL) and KB_FRAME_ANCESTORS;
+    article pages allow same-origin script files only), nosniff, and a cap on request bodies (kb/security.py)."""
+    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"), site_url)
     app.add_middleware(security.SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes)
 
 

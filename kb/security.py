@@ -274,19 +274,26 @@ def content_security_policy(frame_ancestors: str = "'self'", strict_scripts: boo
     ])
 
 
-def frame_ancestors_from(value: str | None) -> str:
-    """KB_FRAME_ANCESTORS ("https://blog.example.org https://*.example.org") as a CSP source list.
+def frame_ancestors_from(value: str | None, site_url: str | None = None) -> str:
+    """The CSP frame-ancestors source list: 'self', the blog's origin (KB_SITE_URL, whose pages frame the
+    chat through the widget) and KB_FRAME_ANCESTORS ("https://blog.example.org https://*.example.org").
 
-    Unset: 'self'. Anything but http(s) origins, 'self' and 'none' is refused (a ValueError at start-up)."""
-    if not value or not value.strip():
-        return "'self'"
-    sources = value.split()
-    for s in sources:
-        if s in ("'self'", "'none'", "self", "none"):
+    Anything but http(s) origins, 'self' and 'none' in KB_FRAME_ANCESTORS is a ValueError at start-up."""
+    from urllib.parse import urlsplit
+
+    sources = ["'self'"]
+    if site_url:
+        parts = urlsplit(site_url)
+        sources.append(f"{parts.scheme}://{parts.netloc}")
+    for s in (value or "").split():
+        if s in ("'self'", "self"):
             continue
+        if s in ("'none'", "none"):
+            return "'none'"
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\-]+(:\d{1,5})?", s):
             raise ValueError(f"KB_FRAME_ANCESTORS: {s!r} is not an http(s) origin, 'self' or 'none'")
-    return " ".join(f"'{s}'" if s in ("self", "none") else s for s in sources)
+        sources.append(s)
+    return " ".join(dict.fromkeys(sources))
 
 
 _TOO_LARGE = "请求过大：上限 {} 字节。".encode()

@@ -147,6 +147,8 @@ def test_rate_limiter_sliding_window():
 def test_frame_ancestors_env_is_validated():
     assert frame_ancestors_from(None) == "'self'"
     assert frame_ancestors_from("self https://blog.example.org") == "'self' https://blog.example.org"
+    assert frame_ancestors_from("https://b.org", "http://127.0.0.1:8000/blog") == "'self' http://127.0.0.1:8000 https://b.org"
+    assert frame_ancestors_from("none", "https://blog.example.org") == "'none'"
     for bad in ("javascript:x", "*", "https://a.org;script-src *", "'unsafe-inline'"):
         with pytest.raises(ValueError):
             frame_ancestors_from(bad)
@@ -176,8 +178,8 @@ def test_headers_on_every_response_and_strict_csp_on_articles():
         assert r.headers["x-frame-options"] == "SAMEORIGIN"
     assert "script-src 'self';" in article.headers["content-security-policy"], "article pages: script files only"
     assert "'unsafe-inline'" in missing.headers["content-security-policy"].split("script-src")[1].split(";")[0]
-    embed = _app(frame_ancestors="https://blog.example.org").get("/article/x")
-    assert "frame-ancestors https://blog.example.org" in embed.headers["content-security-policy"]
+    embed = _app(frame_ancestors="'self' https://blog.example.org").get("/article/x")
+    assert "frame-ancestors 'self' https://blog.example.org" in embed.headers["content-security-policy"]
     assert "x-frame-options" not in embed.headers
 
 
