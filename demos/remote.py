@@ -28,7 +28,7 @@ from typing import Iterator
 
 from demos import registry
 from demos.celery_app import HISTORY, KEY, TASK, TTL_S, make_app, redact, redis_client
-from demos.runner import LOG_FILE, RUN_FILE, TERMINAL, RunnerUnavailable
+from demos.runner import LOG_FILE, RUN_FILE, RUN_ID, TERMINAL, QueueFull, RunnerUnavailable
 from demos.harness import RESULT_FILE
 from demos.spec import DemoSpec
 
@@ -53,8 +53,9 @@ class RemoteRunHandle:
     """One run in the pool, followed from Redis. Same public surface as demos.runner.RunHandle."""
 
     def __init__(self, runner: "RemoteRunner", run_id: str, spec: DemoSpec | None, demo: str, params: dict,
-                 timeout_s: float):
+                 timeout_s: float, client: str | None = None):
         self.id, self.spec, self.demo, self.params, self.timeout_s = run_id, spec, demo, params, timeout_s
+        self.client = client
         self.run_dir = runner.runs_dir / run_id
         self.status = "queued"
         self.queue_position: int | None = None
@@ -111,7 +112,7 @@ class RemoteRunHandle:
             r.set(f"{key}:cancel", "1", ex=TTL_S)
 
     def record(self) -> dict:
-        return {"id": self.id, "demo": self.demo, "params": self.params, "status": self.status,
+        return {"id": self.id, "client": self.client, "demo": self.demo, "params": self.params, "status": self.status,
                 "timeout_s": self.timeout_s, "submitted": self.submitted, "started": self.started,
                 "ended": self.ended, "returncode": self.returncode, "worker": self.worker}
 
@@ -222,15 +223,21 @@ def _synthetic(handle, status: str, message: str) -> dict:
 
 
 class RemoteRunner:
-    """Enqueue runs on the Celery pool behind `broker_url`; the `Runner` API (submit, history, load_history,
-    close, runs_dir, max_concurrent). Nothing connects until the first call: an app with the broker down
-    starts and answers questions; only demo runs report the broker as unavailable."""
+    """Enqueue runs on the Celery pool behind `broker_url`; the `Runner` API (submit, get, history,
+    load_history, prune, close, runs_dir, max_concurrent, max_queue, max_per_client). Nothing connects until
+    the first call: an app with the broker down starts and answers questions; only demo runs report the
+    broker as unavailable.
 
-    def __init__(self, runs_dir: Path, broker_url: str):
+    The limits hold across replicas (they are counted in Redis): `max_queue` runs waiting in a queue,
+    `max_per_client` queued or running runs of one client. `max_concurrent` is only what the app sizes its
+    own event handlers by; how many runs execute at once is the workers' `--concurrency` and GPUs."""
+
+    def __init__(self, runs_dir: Path, broker_url: str, max_concurrent: int = 2, max_queue: int | None = None,
+                 max_per_client: int | None = None):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.broker_url = broker_url
-        self.max_concurrent = None              # the pool's size is the workers' business
+        self.max_concurrent, self.max_queue, self.max_per_client = max_concurrent, max_queue, max_per_client
         self.redis = redis_client(broker_url)
         self._celery = None
         self._lock = threading.Lock()
@@ -240,7 +247,8 @@ class RemoteRunner:
     def _where(self) -> str:
         return redact(self.broker_url)
 
-    def submit(self, demo: str | DemoSpec, params: dict | None = None, timeout_s: float | None = None) -> RemoteRunHandle:
+    def submit(self, demo: str | DemoSpec, params: dict | None = None, timeout_s: float | None = None,
+               client: str | None = None) -> RemoteRunHandle:
         spec = demo if isinstance(demo, DemoSpec) else registry.get(demo)
         values = spec.validate(params or {})
         timeout = spec.timeout_s if timeout_s is None else float(timeout_s)
@@ -254,11 +262,12 @@ class RemoteRunner:
             raise RunnerUnavailable(f"演示队列（{self._where()}）连不上，暂时不能运行演示；问答不受影响。"
                                     f"({type(exc).__name__}: {exc})") from None
         queue = "gpu" if spec.device == "cuda-preferred" and gpu_workers else "cpu"
+        self._admit(queue, client)
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.id}-{uuid.uuid4().hex[:6]}"
-        handle = RemoteRunHandle(self, run_id, spec, spec.id, values, timeout)
+        handle = RemoteRunHandle(self, run_id, spec, spec.id, values, timeout, client)
         key = KEY.format(run_id)
         record = {"demo": spec.id, "params": json.dumps(values, ensure_ascii=False), "timeout_s": timeout,
-                  "queue": queue, "status": "queued", "submitted": handle.submitted}
+                  "queue": queue, "status": "queued", "submitted": handle.submitted, "client": client or ""}
         if not isinstance(demo, str) and registry.MODULES.get(spec.id) != spec.module:
             record["module"] = spec.module          # a fixture spec outside the registry
         try:
@@ -266,6 +275,9 @@ class RemoteRunner:
             pipe.hset(key, mapping=record)
             pipe.expire(key, TTL_S)
             pipe.zadd(f"kb:queue:{queue}", {run_id: handle.submitted})
+            if client:
+                pipe.sadd(f"kb:client:{client}", run_id)
+                pipe.expire(f"kb:client:{client}", TTL_S)
             pipe.lpush("kb:runs", run_id)
             pipe.ltrim("kb:runs", 0, HISTORY - 1)
             pipe.execute()
@@ -280,6 +292,42 @@ class RemoteRunner:
         handle.run_dir.mkdir(parents=True, exist_ok=True)
         threading.Thread(target=handle._follow, daemon=True, name=f"follow-{run_id}").start()
         return handle
+
+    def _admit(self, queue: str, client: str | None) -> None:
+        """QueueFull when the queue, or this client's share of the pool, is full (the Runner's messages).
+
+        Checked before queueing, not atomically with it: two replicas may each admit one run past a limit."""
+        r = self.redis
+        if client is not None and self.max_per_client is not None:
+            mine = [_text(x) for x in r.smembers(f"kb:client:{client}")]
+            states = [_text(r.hget(KEY.format(i), "status") or b"") for i in mine]
+            live = [i for i, s in zip(mine, states) if s in ("queued", "running")]
+            if len(live) < len(mine):
+                r.srem(f"kb:client:{client}", *[i for i in mine if i not in live])
+            if len(live) >= self.max_per_client:
+                raise QueueFull(f"你已有 {len(live)} 个演示在排队或运行（每人最多 {self.max_per_client} 个），"
+                                "请等它们结束后再试。")
+        if self.max_queue is not None:
+            waiting = r.zcard(f"kb:queue:{queue}")
+            if waiting >= self.max_queue:
+                raise QueueFull(f"演示队列已满（{waiting} 个在排队），请稍后再试。")
+
+    def get(self, run_id: str) -> RemoteRunHandle | None:
+        """One run by id (any replica's), or None; only ids `submit` can produce are looked up."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            return None
+        with self._lock:
+            handle = self._handles.get(run_id)
+        if handle is not None:
+            return handle
+        try:
+            return self.attach(run_id)
+        except Exception:
+            return None
+
+    def prune(self, force: bool = False) -> list[str]:
+        """Run records expire in Redis after TTL_S; the local mirrors are pruned with them (nothing to do)."""
+        return []
 
     @property
     def celery(self):
@@ -318,7 +366,7 @@ class RemoteRunner:
         except ValueError:
             params = {}
         handle = RemoteRunHandle(self, run_id, None, _text(rec.get("demo", b"?")), params,
-                                 _float(rec.get("timeout_s")) or 0.0)
+                                 _float(rec.get("timeout_s")) or 0.0, _text(rec.get("client") or b"") or None)
         handle.submitted = _float(rec.get("submitted")) or 0.0
         with self._lock:
             if run_id in self._handles:
