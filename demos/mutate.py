@@ -34,8 +34,14 @@ from demos import registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("demos", "kb", "articles")          # what a demo run can import or read
-CHECK_CODE = {"run", "_run", "main", "main_for", "Report", "write_result"}  # never a mutation target
-FORBIDDEN_FILES = {"demos/harness.py", "demos/mutate.py", "demos/mutations.py", "demos/spec.py"}
+# Checking code and oracles: never a mutation target (demo entry points, the harness, the worker's
+# bit-identity check, the DDP reference, the pdb demo's parsers and plain run, the SDE marginal oracles).
+CHECK_CODE = {"run", "_run", "main", "main_for", "Report", "write_result", "_learned_checks",
+              "ranks_identical", "reference_data", "initial_params", "_mse", "reference_run", "full_loss",
+              "parse_frames", "frame_order", "matches", "plain_run_values", "line_of",
+              "oracle_s_sigma", "marginal_spread", "marginal_errors"}
+FORBIDDEN_FILES = {"demos/harness.py", "demos/mutate.py", "demos/mutations.py", "demos/spec.py",
+                   "demos/edm_oracles.py"}
 
 
 class CatalogueError(Exception):
