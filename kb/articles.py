@@ -95,6 +95,7 @@ class Article:
     content_hash: str
     body_line: int                 # 1-based file line where the body starts
     sections: tuple[Section, ...] = field(default=())
+    page: str = ""                 # the post's path on the blog (kb/sources.py), "" when it has none
 
     def section(self, anchor: str) -> Section | None:
         return next((s for s in self.sections if s.anchor == anchor), None)
@@ -315,17 +316,19 @@ def load_article(path: str | Path) -> Article:
     return parse_article(raw, path)
 
 
-def load_articles(folder: str | Path) -> tuple[list[Article], list[ArticleError]]:
-    """Every `*.md` in `folder`, sorted by slug; unreadable files are returned as errors, not raised."""
+def load_articles(folder: str | Path, permalink: str | None = None) -> tuple[list[Article], list[ArticleError]]:
+    """Every article of `folder`, sorted by slug; unreadable files are returned as errors, not raised.
+
+    `folder` is this project's articles folder or a blog tree (Hexo, Hugo, Jekyll, plain Markdown; see
+    kb/sources.py); files in this project's format (every field of REQUIRED_FIELDS) are parsed strictly.
+    `permalink` is the blog's permalink pattern (KB_PERMALINK) for the articles' `page`.
+    """
+    from kb.sources import load_posts
     folder = Path(folder)
     if not folder.is_dir():
         raise ArticleError(str(folder), "the articles folder does not exist")
-    articles, errors = [], []
-    for path in sorted(folder.glob("*.md")):
-        try:
-            articles.append(load_article(path))
-        except ArticleError as exc:
-            errors.append(exc)
+    _layout, articles, errors = load_posts(folder, permalink)
+    articles.sort(key=lambda a: a.slug)
     slugs = [a.slug for a in articles]
     dupes = {s for s in slugs if slugs.count(s) > 1}
     if dupes:
