@@ -17,6 +17,7 @@ and citations; retrieval is `KnowledgeBase.search`, the LLM transport is `kb.llm
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from kb import followup
 from kb.llm import CitationFilter, LLMConfig, LLMError, complete, rewrite_messages, stream_grounded
 from kb.retrieval import Hit, SearchResult
 from kb.sentences import Candidate, code_block_of, pick_sentences, rank_texts
+
+# LLM failures are logged here with the endpoint's details; readers see only that the LLM failed (the
+# endpoint's URL is internal and never goes into an answer).
+log = logging.getLogger("kb.answer")
 
 NO_ANSWER = "知识库中没有相关内容"
 ARTICLE_ROUTE = "article"        # relative: /article/<slug> where the app is served at the root
@@ -91,9 +96,10 @@ def is_code_question(question: str) -> bool:
     return bool(_CODE_QUESTION.search(question))
 
 
-def _citation_for(hit: Hit, n: int) -> Citation:
+def _citation_for(hit: Hit, n: int, kb=None) -> Citation:
     c = hit.chunk
-    return Citation(n, c.slug, c.title, c.heading_path[-1], c.anchor, article_url(c.slug, c.anchor))
+    url = kb.page_url(c.slug, c.anchor) if kb is not None else article_url(c.slug, c.anchor)   # the blog's page with KB_SITE_URL
+    return Citation(n, c.slug, c.title, c.heading_path[-1], c.anchor, url)
 
 
 def rank_demos(kb, question: str, citations: Sequence[Citation], weights: dict[str, float]) -> list[str]:
@@ -173,7 +179,8 @@ class AnswerStream:
                 if rewritten:
                     return rewritten.splitlines()[0][:500], None
             except LLMError as exc:
-                return followup.contextualize(question, previous), f"改写追问失败，已按上文补全主题（{exc}）"
+                log.warning("follow-up rewrite failed: %s", exc)
+                return followup.contextualize(question, previous), "改写追问失败，已按上文补全主题。"
         return followup.contextualize(question, previous), None
 
     # Extractive ------------------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ class AnswerStream:
             key = (hit.chunk.slug, hit.chunk.anchor)
             if key not in numbers:
                 numbers[key] = len(numbers) + 1
-                citations.append(_citation_for(hit, numbers[key]))
+                citations.append(_citation_for(hit, numbers[key], self.kb))
             weights[hit.chunk.slug] = weights.get(hit.chunk.slug, 0.0) + 1.0 / len(picked)
             if cand.hit_rank != current_rank and current:
                 paragraphs.append("".join(current))
@@ -231,7 +238,7 @@ class AnswerStream:
         for hit in self.answer.hits:
             code = code_block_of(hit.chunk.text) if hit.chunk.slug in cited_slugs else None
             if code:
-                citations.append(_citation_for(hit, len(citations) + 1))
+                citations.append(_citation_for(hit, len(citations) + 1, self.kb))
                 return citations[-1].n, code
         return None
 
@@ -252,7 +259,7 @@ class AnswerStream:
 
     def _llm_stream(self) -> Iterator[str]:
         hits = self.answer.hits[:LLM_PASSAGES]
-        citations = [_citation_for(h, i) for i, h in enumerate(hits, start=1)]
+        citations = [_citation_for(h, i, self.kb) for i, h in enumerate(hits, start=1)]
         passages = [f"{h.chunk.title} › {' › '.join(h.chunk.heading_path[1:])}\n{h.chunk.text}" for h in hits]
         links = {c.n: citation_link(c) for c in citations}
         filt = CitationFilter(range(1, len(hits) + 1), fmt=links.__getitem__, escape_html=True)
@@ -261,11 +268,12 @@ class AnswerStream:
                 self.answer.text += delta
                 yield delta
         except LLMError as exc:
+            log.warning("LLM answer failed: %s", exc)
             if not self.answer.text:   # nothing shown yet: answer extractively instead
-                self.answer.mode, self.answer.notice = "extractive", _join(self.answer.notice, f"LLM 不可用，改用摘录式回答：{exc}")
+                self.answer.mode, self.answer.notice = "extractive", _join(self.answer.notice, "LLM 不可用，改用摘录式回答。")
                 yield from self._emit(self._extractive_plan())
                 return
-            yield from self._emit([f"\n\n（LLM 连接中断：{exc}）"])
+            yield from self._emit(["\n\n（LLM 连接中断，回答不完整。）"])
         cited = [c for c in citations if c.n in filt.cited] or citations
         weights = {}
         for c in cited:
