@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from kb.errors import KBError
+from kb.ui import owner
 from kb.upload import UploadError, save_article
 
 
@@ -72,6 +73,7 @@ def create_ui(ui: dict, admin_password: str | None) -> None:
                                      file_types=[".md"], type="filepath")
         ui["admin_upload_btn"] = gr.Button("上传并更新索引", variant="primary")
         ui["admin_msg"] = gr.Markdown(elem_id="admin-msg")
+        owner.create_ui(ui)          # delete an article, the question log (kb/ui/owner.py)
 
 
 def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
@@ -79,6 +81,10 @@ def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
     if not state.admin_password:   # with a password, the table fills once it is given
         demo.load(state.status_rows, None, table, api_visibility="private")
     ui["admin_show"].click(state.status_rows, [password], [table], api_visibility="private")
-    ui["admin_reindex"].click(state.reindex, [password], [msg, table], api_visibility="private")
+    lists = [ui["article_pick"], ui["owner_delete_pick"]]      # every article list: refreshed after a change
+    ui["admin_reindex"].click(state.reindex, [password], [msg, table], api_visibility="private").then(
+        state.refresh_lists, None, lists, api_visibility="private")
     ui["admin_upload_btn"].click(lambda f, p, progress=gr.Progress(): state.upload_article(f, p, None, progress),
-                                 [ui["admin_upload"], password], [msg, table], api_visibility="private")
+                                 [ui["admin_upload"], password], [msg, table], api_visibility="private").then(
+        state.refresh_lists, None, lists, api_visibility="private")
+    owner.create_event_handlers(state, ui, demo)

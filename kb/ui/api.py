@@ -9,6 +9,7 @@ import gradio as gr
 from demos import present
 from kb.answer import Answer, stream_answer
 from kb.errors import QueryError
+from kb.ui.owner import log_answer
 
 
 class ApiHandlers:
@@ -23,6 +24,7 @@ class ApiHandlers:
             raise gr.Error(str(exc)) from None
         for _ in stream:
             pass
+        log_answer(self.question_log, question, stream.answer, self._slug_or_none(article))
         return answer_dict(stream.answer)
 
     def api_search(self, question: str, k: int = 5, article: str = "") -> dict:

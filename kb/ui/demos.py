@@ -11,20 +11,24 @@ import gradio as gr
 
 from demos import present, registry
 from demos.spec import DemoParamError, DemoSpec
+from kb.ui.owner import track_demo
 from kb.ui.runs import RunPanel, stream_view
 
 
 class DemoHandlers:
     """Demo handlers; `self` is the ChatApp (runner)."""
 
-    def start_demo(self, demo_id: str, params: dict | None = None):
-        """Submit a run: RunHandle, or gr.Error for an unknown demo or a bad parameter."""
+    def start_demo(self, demo_id: str, params: dict | None = None, question_id: int | None = None):
+        """Submit a run: RunHandle, or gr.Error for an unknown demo or a bad parameter. The launch and its
+        pass/fail go to the question log (linked to the question that offered the demo, when known)."""
         try:
-            return self.runner.submit(demo_id, params or {})
+            handle = self.runner.submit(demo_id, params or {})
         except registry.UnknownDemo as exc:
             raise gr.Error(str(exc)) from None
         except (DemoParamError, ValueError) as exc:
             raise gr.Error(f"参数有误：{exc}") from None
+        track_demo(getattr(self, "question_log", None), question_id, handle)
+        return handle
 
     def run_linked_demo(self, index: int, demo_ids: list[str]):
         """A demo button under an answer: run the index-th linked demo and stream its view."""
