@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from kb.errors import KBError
+from kb.ui.guard import refuse
 from kb.upload import UploadError, delete_article
 
 log = logging.getLogger("kb.ui")
@@ -66,29 +67,30 @@ class OwnerHandlers:
         articles = [(a.title, a.slug) for a in self.kb.articles.values()]
         return gr.update(choices=articles), gr.update(choices=self.article_choices(), value=None)
 
-    def delete(self, slug: str | None, confirmed: bool, password: str | None = None, progress=gr.Progress()):
+    def delete(self, slug: str | None, confirmed: bool, password: str | None = None, request: gr.Request = None,
+               progress=gr.Progress()):
         """Move the article's file to the backups folder, then re-index: it leaves the answers at once."""
-        self._check_password(password)
+        self._check_password(password, request)
         if not slug:
-            raise gr.Error("请先选择要删除的文章。")
+            raise refuse("请先选择要删除的文章。", request, "admin")
         if not confirmed:
-            raise gr.Error("请勾选“确认删除”：文章会从知识库中移除（文件移到备份目录）。")
+            raise refuse("请勾选“确认删除”：文章会从知识库中移除（文件移到备份目录）。", request, "admin")
         article = self.kb.articles.get(slug)
         if article is None:
-            raise gr.Error(f"没有 slug 为 {slug!r} 的文章（可能已被删除），列表已刷新。")
+            raise refuse(f"没有 slug 为 {slug!r} 的文章（可能已被删除），列表已刷新。", request, "admin")
         try:
             backup = delete_article(article, self.kb.config.articles_dir, self.kb.config.home / "backups")
         except UploadError as exc:
-            raise gr.Error(f"删除失败：{exc}") from None
+            raise refuse(f"删除失败：{exc}", request, "admin") from None
         except OSError as exc:
-            raise gr.Error(f"删除失败：{exc}") from None
+            raise refuse(f"删除失败：{exc}", request, "admin") from None
         log.info("article deleted: %s (backup %s)", slug, backup)
-        report, rows = self.reindex(password, progress)
+        report, rows = self.reindex(password, request, progress)
         return f"已删除《{article.title}》，文件已移到 {backup}。\n\n{report}", rows
 
-    def analytics_view(self, days: int | float | None, password: str | None = None):
+    def analytics_view(self, days: int | float | None, password: str | None = None, request: gr.Request = None):
         """(summary Markdown, top questions, refused questions, feedback, demos) for the admin tab."""
-        self._check_password(password)
+        self._check_password(password, request)
         if self.question_log is None:
             return "问答记录未开启（无法打开数据目录里的 analytics.sqlite3）。", [], [], [], []
         r = self.question_log.report(days=days or None, limit=50)
@@ -102,11 +104,12 @@ class OwnerHandlers:
         demos = [[d.demo_id, d.launched, d.passed, d.failed, d.unfinished] for d in r.demos]
         return summary, top, refused, feedback, demos
 
-    def analytics_csv(self, days: int | float | None, password: str | None = None) -> str:
+    def analytics_csv(self, days: int | float | None, password: str | None = None,
+                      request: gr.Request = None) -> str:
         """A CSV file of every question in the window, for the download button."""
-        self._check_password(password)
+        self._check_password(password, request)
         if self.question_log is None:
-            raise gr.Error("问答记录未开启。")
+            raise refuse("问答记录未开启。", request, "admin")
         folder = Path(tempfile.mkdtemp(prefix="kb-report-"))
         path = folder / f"questions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
         self.question_log.export_csv(path, days=days or None)

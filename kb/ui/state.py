@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+
+import gradio as gr
 
 from demos.runner import Runner
 from kb.analytics import QuestionLog, open_log
 from kb.engine import KnowledgeBase
 from kb.llm import LLMConfig
+from kb.security import LIMITS, Limits, RateLimiter
 from kb.ui.admin import AdminHandlers
 from kb.ui.api import ApiHandlers
 from kb.ui.chat import ChatHandlers
@@ -30,9 +34,14 @@ class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, OwnerHandlers, ApiHandl
     """
 
     def __init__(self, kb: KnowledgeBase, runner: Runner, llm: LLMConfig | None = None,
-                 admin_password: str | None = None, question_log: QuestionLog | None = _DEFAULT):
+                 admin_password: str | None = None, limits: Limits = LIMITS, upload_dir: Path | None = None,
+                 question_log: QuestionLog | None = _DEFAULT):
         self.kb, self.runner, self.llm = kb, runner, llm
         self.admin_password = admin_password or None
+        self.limits = limits   # what one request may cost (kb.security.Limits)
+        # Files a client uploaded lie in gradio's upload cache; nothing else may be read as an upload.
+        self.upload_dir = Path(upload_dir) if upload_dir else Path(gr.utils.get_upload_folder())
+        self.admin_limiter = RateLimiter(attempts=10, window_s=60.0)   # wrong passwords per client address
         self._index_lock = threading.Lock()
         if question_log is _DEFAULT:
             try:
@@ -43,5 +52,5 @@ class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, OwnerHandlers, ApiHandl
         self.question_log = question_log
 
     def _slug_or_none(self, slug: str | None) -> str | None:
-        slug = (slug or "").strip()
+        slug = slug.strip() if isinstance(slug, str) else ""
         return slug if slug in self.kb.articles else None
