@@ -71,9 +71,11 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     from fastapi import FastAPI
 
     from kb.web import add_routes
+    from kb.widget import add_widget_routes
 
     server = FastAPI()
     add_routes(server, state.kb)
+    add_widget_routes(server, state.kb)
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
@@ -129,6 +131,18 @@ def warm_up(state: ChatApp) -> threading.Thread:
     return thread
 
 
+def refuse_open_admin(host: str, password: str | None) -> None:
+    """Beyond loopback the admin tab (upload, delete, re-index, analytics) needs a password: exit otherwise."""
+    from kb.security import is_loopback_host
+
+    if not password and not is_loopback_host(host):
+        print(f"错误：--host {host} 会让其他机器访问本应用，包括知识库管理页（上传、删除文章、问答统计），"
+              "但没有设置管理密码。请设置环境变量 KB_ADMIN_PASSWORD（例如 "
+              "KB_ADMIN_PASSWORD=\"$(openssl rand -base64 18)\"），或只在本机监听：--host 127.0.0.1。",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="技术博客知识库：问答、文章、演示")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-demos", type=int, default=2, help="demos running at once; more wait in a queue")
     parser.add_argument("--no-warm-up", action="store_true", help="load the model on the first question instead")
     args = parser.parse_args(argv)
+    refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
 
     try:

