@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -29,7 +30,9 @@ from demos.runner import Runner  # noqa: E402
 from kb.config import Config  # noqa: E402
 from kb.engine import KnowledgeBase  # noqa: E402
 from kb.errors import KBError  # noqa: E402
+from kb import security  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
+from kb.security import LIMITS, Limits  # noqa: E402
 from kb.ui import admin, api, articles, chat, demos  # noqa: E402
 from kb.ui.state import ChatApp  # noqa: E402  (re-exported: tests and tools build the state from app)
 
@@ -45,7 +48,8 @@ CSS = """
 def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app: each tab builds its blocks, then each wires its events; `create_server` mounts it."""
     ui: dict = {}   # the components the tab modules share, by name
-    with gr.Blocks(title="技术博客知识库") as demo:
+    # Gradio's upload cache: files older than a day are deleted hourly (the whole cache at restart).
+    with gr.Blocks(title="技术博客知识库", delete_cache=(3600, 86400)) as demo:
         ui["article_state"] = gr.State("")
         ui["article_param"] = gr.Textbox(visible=False)   # filled from ?article= in the browser
         ui["banner"] = gr.HTML(visible=False)
@@ -78,8 +82,17 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     add_widget_routes(server, state.kb)
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
-    return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
-                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
+                              footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    add_security(app, state.limits, state.kb.config.site_url)
+    return app
+
+
+def add_security(app, limits: Limits = LIMITS, site_url: str | None = None) -> None:
+    """CSP on every response (frame-ancestors: this origin, the blog's (KB_SITE_URL) and KB_FRAME_ANCESTORS;
+    article pages allow same-origin script files only), nosniff, and a cap on request bodies (kb/security.py)."""
+    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"), site_url)
+    app.add_middleware(security.SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes)
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:
@@ -89,7 +102,8 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos)
+    runner = Runner(runs_dir, max_concurrent=max_demos, max_queue=LIMITS.demo_queue_max,
+                    max_per_client=LIMITS.demo_per_client)
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
@@ -153,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
+
+    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
         state = build_state(args.runs_dir, args.max_demos)
