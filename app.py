@@ -19,17 +19,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from demos.runner import Runner  # noqa: E402
+from demos.runner import make_runner  # noqa: E402
 from kb.config import Config  # noqa: E402
 from kb.engine import KnowledgeBase  # noqa: E402
 from kb.errors import KBError  # noqa: E402
+from kb import security  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
+from kb.security import LIMITS, Limits  # noqa: E402
 from kb.ui import admin, api, articles, chat, demos  # noqa: E402
 from kb.ui.state import ChatApp  # noqa: E402  (re-exported: tests and tools build the state from app)
 from kb.ui.style import CSS, add_head  # noqa: E402
@@ -42,7 +45,8 @@ ROOT = Path(__file__).resolve().parent
 def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app: each tab builds its blocks, then each wires its events; `create_server` mounts it."""
     ui: dict = {}   # the components the tab modules share, by name
-    with gr.Blocks(title="技术博客知识库") as demo:
+    # Gradio's upload cache: files older than a day are deleted hourly (the whole cache at restart).
+    with gr.Blocks(title="技术博客知识库", delete_cache=(3600, 86400)) as demo:
         ui["article_state"] = gr.State("")
         ui["article_param"] = gr.Textbox(visible=False)   # filled from ?article= in the browser
         ui["banner"] = gr.HTML(visible=False)
@@ -73,8 +77,17 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     add_head(server)   # gradio's built-in strings in Chinese whatever the browser's language
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
-    return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
-                               footer_links=["api"], css=CSS, max_file_size="1mb")
+    app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
+                              footer_links=["api"], css=CSS, max_file_size="1mb")
+    add_security(app, state.limits, state.kb.config.site_url)
+    return app
+
+
+def add_security(app, limits: Limits = LIMITS, site_url: str | None = None) -> None:
+    """CSP on every response (frame-ancestors: this origin, the blog's (KB_SITE_URL) and KB_FRAME_ANCESTORS;
+    article pages allow same-origin script files only), nosniff, and a cap on request bodies (kb/security.py)."""
+    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"), site_url)
+    app.add_middleware(security.SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes)
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:
@@ -84,18 +97,18 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos)
+    # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
+    runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"),
+                         max_queue=LIMITS.demo_queue_max, max_per_client=LIMITS.demo_per_client)
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
 def prepare_index(kb: KnowledgeBase) -> None:
     """First start: build the index with a progress bar in the terminal; later starts only load it."""
-    from kb import index as store
-
-    if store.exists(kb.config.home):
+    if kb.store.exists():
         kb.loaded_index()
         return
-    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.config.home}）…", file=sys.stderr, flush=True)
+    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.store.describe()}）…", file=sys.stderr, flush=True)
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="片段", desc="建立索引", file=sys.stderr)
@@ -148,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
+
+    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
         state = build_state(args.runs_dir, args.max_demos)

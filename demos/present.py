@@ -65,7 +65,9 @@ def checks_markdown(checks: list[dict]) -> str:
         mark = '<span class="kb-pass">✓</span>' if ok else '<span class="kb-fail">✗</span>'
         name = str(c["name"])
         title = f'<span title="{_attr(name)}">{_md(labels.label(name))}</span>'
-        detail = f"：{_md(labels.tidy_numbers(str(c['detail'])))}" if c.get("detail") else ""
+        # The detail is the demo's own output (values, its oracle's description): marked as such.
+        detail = (f'：<span class="kb-detail">{_md(labels.tidy_numbers(str(c["detail"])))}</span>'
+                  if c.get("detail") else "")
         lines.append(f"- {mark} **{title}**{detail}")
     return f"检查（{sum(bool(c.get('passed')) for c in checks)}/{len(checks)} 通过）：\n\n" + "\n".join(lines)
 

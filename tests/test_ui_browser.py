@@ -194,30 +194,46 @@ def test_answer_feedback_and_conversation_survive_reload_and_restart(tmp_path_fa
 
 # Demo runs ------------------------------------------------------------------------------------------------
 
-def test_demo_runs_each_get_a_card_and_a_click_beyond_the_limit_is_queued(live, browser):
+def test_demo_runs_each_get_a_card_and_clicks_while_busy_are_queued(tmp_path_factory, browser):
+    """One demo slot, held by a long run started first: both clicks are queued (said so), never dropped;
+    each run gets its own card, both visible at once; once the slot frees, each shows its checks."""
+    from app import ChatApp
+    from demos.runner import Runner
+    from shared_app import free_port
+
+    port = free_port()
+    served = ServedApp(ChatApp(real_kb(tmp_path_factory), Runner(tmp_path_factory.mktemp("runs-q"),
+                                                                 max_concurrent=1)), port)
     page = new_page(browser)
-    open_app(page, live.url)
-    ask(page, "C3 线性化算法是怎么计算 MRO 的？")
-    button = page.locator("#demo-btn-0")
-    assert button.inner_text() == "▶ 运行演示：多重继承：C3 线性化与 super()"
-    for _ in range(3):   # the live app runs 2 demos at once: the third click waits in the runner's queue
+    try:
+        open_app(page, f"http://127.0.0.1:{port}/")
+        ask(page, "C3 线性化算法是怎么计算 MRO 的？")
+        button = page.locator("#demo-btn-0")
+        assert button.inner_text() == "▶ 运行演示：多重继承：C3 线性化与 super()"
+        blocker = served.state.runner.submit("sde-vs-ode", {})   # holds the only slot
         button.click()
-    # The third run waits for a free slot, and says so (a toast and its card's status).
-    page.get_by_text(re.compile("已加入队列")).first.wait_for()
-    cards = [page.locator(f"#chat-{i}-run") for i in range(3)]
-    for card in cards:
-        card.wait_for(state="visible")
-    for i, card in enumerate(cards):
-        status = page.locator(f"#chat-{i}-run-status")
-        status.filter(has_text=re.compile("通过|未通过|出错|超时|已取消")).wait_for()
-        assert "通过 ✓" in status.inner_text(), status.inner_text()
-        checks = page.locator(f"#chat-{i}-run-checks").inner_text()
-        assert checks.count("✓") >= 2 and "✗" not in checks, checks
-        assert card.get_by_role("button", name="停止").count() == 0 or not card.get_by_role("button", name="停止").is_visible(), "stop goes when the run ends"
-    ids = {page.locator(f"#chat-{i}-run-status").inner_text().split("运行 ")[1].split(" ")[0] for i in range(3)}
-    assert len(ids) == 3, f"three runs, three cards: {ids}"
-    page.screenshot(path=str(ARTIFACTS / "ui-demo-cards.png"), full_page=True)
-    page.context.close()
+        button.click()
+        cards = [page.locator(f"#chat-{i}-run") for i in range(2)]
+        for i, card in enumerate(cards):
+            card.wait_for(state="visible")
+            page.locator(f"#chat-{i}-run-status").filter(has_text="已加入队列").wait_for()
+        assert page.get_by_text(re.compile("已加入队列：前面还有演示在运行")).first.is_visible(), "a toast says so"
+        page.screenshot(path=str(ARTIFACTS / "ui-demo-queued.png"), full_page=True)
+        blocker.cancel()
+        for i, card in enumerate(cards):
+            status = page.locator(f"#chat-{i}-run-status")
+            status.filter(has_text=re.compile("通过|未通过|出错|超时|已取消")).wait_for()
+            assert "通过 ✓" in status.inner_text(), status.inner_text()
+            checks = page.locator(f"#chat-{i}-run-checks").inner_text()
+            assert checks.count("✓") >= 2 and "✗" not in checks, checks
+            stop = card.get_by_role("button", name="停止")
+            assert stop.count() == 0 or not stop.is_visible(), "stop goes when the run ends"
+        ids = {page.locator(f"#chat-{i}-run-status").inner_text().split("运行 ")[1].split(" ")[0] for i in range(2)}
+        assert len(ids) == 2, f"two runs, two cards: {ids}"
+        page.screenshot(path=str(ARTIFACTS / "ui-demo-cards.png"), full_page=True)
+    finally:
+        page.context.close()
+        served.stop()
 
 
 # Article pages -----------------------------------------------------------------------------------------------
@@ -249,7 +265,8 @@ def test_article_formulas_render_once_and_headings_keep_underscores(live, browse
 
 VISIBLE_TEXT_JS = """() => {
     const out = [];
-    const skip = e => e.closest('code, pre, kbd, .katex, script, style, [hidden], .sr-only, .hide, svg');
+    // Not UI text: code, formulas, and a demo's own output (its log and its checks' details).
+    const skip = e => e.closest('code, pre, kbd, .katex, script, style, [hidden], .sr-only, .hide, svg, .kb-detail, .kb-run-log');
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     let n;
     while ((n = walker.nextNode())) {

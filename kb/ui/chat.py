@@ -13,13 +13,15 @@ import logging
 import gradio as gr
 
 from demos import registry
+from kb import security
 from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
+from kb.security import UnsafeInput
 from kb.ui import answer_view, conversations, starters
-from kb.ui.messages import info, user_error, warn
+from kb.ui.guard import log, refuse
+from kb.ui.messages import info, warn
+from kb.ui.owner import log_answer
 from kb.ui.runs import RunCards, session_key
-
-log = logging.getLogger("kb.ui")
 
 MAX_LINKED_DEMOS = 3               # demo buttons under an answer
 MAX_FOLLOWUPS = 3
@@ -30,24 +32,30 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 class ChatHandlers:
     """The chat's handlers; `self` is the ChatApp (kb, llm, question_log, runner, _slug_or_none)."""
 
-    def ask(self, question: str, history: list | None, article: str = "", qids: dict | None = None):
+    def ask(self, question: str, history: list | None, article: str = "", qids: dict | None = None,
+            request: gr.Request = None):
         """Yields (chatbot messages, cleared textbox, evidence, linked demo ids, 3 demo buttons,
         3 follow-up buttons, qids, regenerate button) while the answer streams."""
-        history, qids = list(history or []), dict(qids or {})
-        question = (question or "").strip()
+        try:
+            question = security.text_field(question, "问题", self.limits).strip()
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "chat") from None
+        history = list(history or []) if isinstance(history, list) else []
+        qids = dict(qids) if isinstance(qids, dict) else {}
         if not question:
-            raise user_error("请输入问题：问题不能为空。")
+            raise refuse("请输入问题：问题不能为空。", request, "chat")
         limit = self.kb.config.max_question_chars
         if len(question) > limit:
             warn(f"问题有 {len(question)} 字，超过 {limit} 字，只检索了前 {limit} 字。")
-        turns = _turns(history)
+        turns = security.bound_turns(_turns(history, self.limits.max_history_turns), self.limits)
         slug = self._slug_or_none(article)
         try:
             stream = stream_answer(self.kb, question, turns, prefer_slug=slug, llm=self.llm)
         except QueryError as exc:
-            raise user_error(str(exc)) from None
+            raise refuse(str(exc), request, "chat") from None
         except KBError as exc:
-            raise user_error(f"知识库出错：{exc}") from None
+            log.error("chat failed: %s", exc)
+            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "chat") from None
         history.append({"role": "user", "content": _shown_question(question)})
         history.append({"role": "assistant", "content": ""})
         a = stream.answer
@@ -59,43 +67,29 @@ class ChatHandlers:
             history[-1]["content"] = answer_view.display(a, a.text, False)
             yield history, "", evidence, [], *hidden, qids, gr.update(visible=False)
         history[-1]["content"] = answer_view.display(a, a.text, True, self.kb)
-        qid = self._log_answer(question, a, slug)
+        qid = log_answer(self.question_log, question, a, slug)
         if qid is not None:
             qids[str(len(history) - 1)] = qid
         yield (history, "", evidence_markdown(a), a.demos, *demo_buttons(a.demos),
                *followup_buttons(answer_view.followups(a, self.kb, MAX_FOLLOWUPS)), qids, gr.update(visible=True))
 
-    def regenerate(self, history: list | None, article: str = "", qids: dict | None = None):
+    def regenerate(self, history: list | None, article: str = "", qids: dict | None = None,
+                   request: gr.Request = None):
         """Answer the last question again (the earlier answer is replaced)."""
-        history, qids = list(history or []), dict(qids or {})
+        history = list(history or []) if isinstance(history, list) else []
+        qids = dict(qids) if isinstance(qids, dict) else {}
         while history and history[-1].get("role") == "assistant":
             qids.pop(str(len(history) - 1), None)
             history.pop()
         if not history or history[-1].get("role") != "user":
-            raise user_error("没有可以重新生成的回答。")
+            raise refuse("没有可以重新生成的回答。", request, "chat")
         question = _question_of(history.pop()["content"])
-        yield from self.ask(question, history, article, qids)
+        yield from self.ask(question, history, article, qids, request)
 
-    def _log_answer(self, question: str, a: Answer, slug: str | None) -> int | None:
-        if self.question_log is None:
-            return None
-        try:
-            return self.question_log.log_question(question, a.text, a.answerable, a.citations, a.mode, slug)
-        except Exception as exc:   # the log is a record, never a reason to lose the answer
-            log.warning("question log: %s", exc)
-            return None
-
-    def _log_demo(self, qid: int | None, demo_id: str, run_id: str, passed: bool | None) -> None:
-        if self.question_log is None:
-            return
-        try:
-            self.question_log.log_demo(qid, demo_id, run_id, passed)
-        except Exception as exc:
-            log.warning("question log (demo run): %s", exc)
-
-    def feedback(self, data: gr.LikeData, qids: dict | None):
+    def feedback(self, data: gr.LikeData, qids: dict | None, request: gr.Request = None):
         """👍/👎 on an answer: stored at once; then the comment box opens for an optional reason."""
-        qid = (qids or {}).get(str(data.index if not isinstance(data.index, (list, tuple)) else data.index[0]))
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        qid = qids.get(str(index)) if isinstance(qids, dict) else None
         rating = 1 if data.liked is True else -1 if data.liked is False else 0
         if qid is None or self.question_log is None:
             warn("这条回答无法记录反馈（可能来自重启前的会话）。")
@@ -104,21 +98,21 @@ class ChatHandlers:
             self.question_log.log_feedback(qid, rating)
         except Exception as exc:
             log.warning("feedback: %s", exc)
-            raise user_error("反馈没有保存成功，请稍后再试。") from None
+            raise refuse("反馈没有保存成功，请稍后再试。", request, "feedback") from None
         if rating == 0:
             return None, gr.update(visible=False)
         info("已记录反馈，谢谢！可以在下面补充说明（可选）。" if rating > 0 else "已记录反馈。哪里不对？可以在下面补充说明（可选）。")
         return {"qid": qid, "rating": rating}, gr.update(visible=True)
 
-    def feedback_comment(self, comment: str, pending: dict | None):
-        comment = (comment or "").strip()
+    def feedback_comment(self, comment: str, pending: dict | None, request: gr.Request = None):
+        comment = comment.strip()[:1000] if isinstance(comment, str) else ""
         if not pending or not comment:
             return "", gr.update(visible=False)
         try:
             self.question_log.log_feedback(int(pending["qid"]), int(pending["rating"]), comment)
         except Exception as exc:
             log.warning("feedback comment: %s", exc)
-            raise user_error("补充说明没有保存成功，请稍后再试。") from None
+            raise refuse("补充说明没有保存成功，请稍后再试。", request, "feedback") from None
         info("补充说明已保存，谢谢！")
         return "", gr.update(visible=False)
 
@@ -140,10 +134,9 @@ class ChatHandlers:
     def launch_linked_demo(self, index: int, demo_ids: list[str], qids: dict | None = None,
                            request: gr.Request = None):
         """A demo button under an answer: submit the run and give it a card. -> the card run-id boxes."""
-        if not demo_ids or index >= len(demo_ids):
-            raise user_error("这个回答没有对应的演示。")
-        handle = self.start_demo(demo_ids[index])
-        self._log_demo(_latest_qid(qids), handle.demo, handle.id, None)
+        if not isinstance(demo_ids, list) or index >= len(demo_ids):
+            raise refuse("这个回答没有对应的演示。", request, "demo")
+        handle = self.start_demo(demo_ids[index], request=request, question_id=_latest_qid(qids))
         if handle.status == "queued":
             info(f"“{_demo_title(handle.demo)}”已加入队列：前面还有演示在运行，轮到时自动开始。")
         return self.card_slots.place(self.runner, handle, session_key(request, "chat"))
@@ -158,17 +151,8 @@ def _shown_question(question: str) -> str:
 
 
 def text_of(content) -> str | None:
-    """A message's text: gradio 6 hands the chat back as lists of parts ({"type": "text", "text": ...});
-    our own messages are strings. None for a message without text (a file)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return content.get("text") if isinstance(content.get("text"), str) else None
-    if isinstance(content, list):
-        parts = [text_of(part) for part in content]
-        parts = [p for p in parts if p is not None]
-        return "".join(parts) if parts else None
-    return None
+    """A message's text: a string, a text part, or (gradio 6 in the browser) a list of parts; None if none."""
+    return _message_text(content)
 
 
 def _question_of(content) -> str:
@@ -176,11 +160,21 @@ def _question_of(content) -> str:
     return html.unescape(text) if text is not None else ""
 
 
-def _turns(history: list) -> list[tuple[str, str]]:
-    """(question, answer) pairs of the chat so far, for follow-ups (labels and source previews dropped)."""
+def _turns(history: list, max_turns: int | None = None) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the chat so far, for follow-ups (labels and source previews dropped);
+    only the last `max_turns` are read.
+
+    A message's content is a string, or (Gradio 6 in the browser) a list of parts such as
+    {"type": "text", "text": ...}; files and other non-text parts are skipped."""
+    if not isinstance(history, list):
+        return []
+    if max_turns is not None:
+        history = history[-4 * max_turns:]   # a turn is 2 messages; leave room for extra assistant messages
     turns, question = [], None
     for message in history:
-        role, content = message.get("role"), text_of(message.get("content"))
+        if not isinstance(message, dict):
+            message = getattr(message, "__dict__", {})
+        role, content = message.get("role"), _message_text(message.get("content"))
         if content is None:
             continue
         if role == "user":
@@ -188,7 +182,20 @@ def _turns(history: list) -> list[tuple[str, str]]:
         elif role == "assistant" and question is not None:
             turns.append((question, answer_view.plain_answer(content)))
             question = None
-    return turns
+    return turns[-max_turns:] if max_turns else turns
+
+
+def _message_text(content) -> str | None:
+    """The text of a chat message's content: a string, a text part, or a list of parts; None if no text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") if content.get("type", "text") == "text" and isinstance(content.get("text"), str) else None
+    if isinstance(content, (list, tuple)):
+        texts = [t for t in (_message_text(part) for part in content[:50]) if t is not None]
+        return "\n".join(texts) if texts else None
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else None
 
 
 def _latest_qid(qids: dict | None) -> int | None:
@@ -229,8 +236,8 @@ def evidence_markdown(a: Answer) -> str:
     for i, h in enumerate(a.hits, start=1):
         c = h.chunk
         text = html.escape(c.text[:300].replace("\n", " "), quote=False) + ("…" if len(c.text) > 300 else "")
-        rows.append(f"**{i}. [{answer_view.md_text(c.title)} › {answer_view.md_text(c.heading_path[-1])}]"
-                    f"(article/{c.slug}#{c.anchor})**"
+        link = f"{security.markdown_text(c.title)} › {security.markdown_text(c.heading_path[-1])}"
+        rows.append(f"**{i}. [{link}](article/{c.slug}#{c.anchor})**"
                     f" · 融合 {h.score:.4f} · 向量 {h.dense_score:.3f} · BM25 {h.bm25_score:.2f}\n\n> {text}")
     return "\n\n".join(head + rows)
 
@@ -292,10 +299,12 @@ def create_event_handlers(state, ui: dict) -> None:
     def idle():
         return gr.update(visible=True), gr.update(visible=False)
 
+    # The chat shares /ask's concurrency group: a few answers at once (see kb/ui/api.py).
+    ask_group = {"concurrency_limit": state.limits.ask_concurrency, "concurrency_id": "ask"}
     answering = []
     for trigger, name in ((ui["send"].click, "chat_send"), (question.submit, "chat_submit")):
         ev = trigger(streaming, None, busy, api_visibility="private", queue=False)
-        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private")
+        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private", **ask_group)
         run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
         answering.append(run)
 
@@ -307,13 +316,13 @@ def create_event_handlers(state, ui: dict) -> None:
     for trigger, fn, inputs, name in sources:
         ev = trigger(fn, inputs, [question], api_visibility="private", queue=False).then(
             streaming, None, busy, api_visibility="private", queue=False)
-        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private")
+        run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private", **ask_group)
         run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
         answering.append(run)
 
     regen = ui["regenerate"].click(streaming, None, busy, api_visibility="private", queue=False).then(
         state.regenerate, [chatbot, ui["article_state"], ui["qids"]], outputs, api_name="chat_regenerate",
-        api_visibility="private")
+        api_visibility="private", **ask_group)
     regen.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
     answering.append(regen)
 

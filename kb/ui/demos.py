@@ -1,7 +1,8 @@
 """The 演示 tab: one form per demo (bounded inputs from its spec), the run cards and the run history, whose
 rows reopen a past run (its checks, log and plots).
 
-DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner and stream a card's view; the demo
+DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner (or the Celery pool's
+RemoteRunner, same API) and stream a card's view; the demo
 buttons under an answer (chat.py) use them too.
 """
 from __future__ import annotations
@@ -11,54 +12,57 @@ import html
 import gradio as gr
 
 from demos import present, registry
+from demos.runner import QueueFull, RunnerUnavailable
 from demos.spec import DemoParamError, DemoSpec
-from kb.ui.messages import info, user_error
+from kb import security
+from kb.security import UnsafeInput
+from kb.ui.guard import client_key, refuse
+from kb.ui.messages import info
+from kb.ui.owner import track_demo
 from kb.ui.runs import RunCards, session_key, stream_view
 
 
 class DemoHandlers:
     """Demo handlers; `self` is the ChatApp (runner)."""
 
-    def start_demo(self, demo_id: str, params: dict | None = None):
-        """Submit a run: RunHandle, or a Chinese error for an unknown demo or a bad parameter."""
+    def start_demo(self, demo_id: str, params: dict | None = None, request: gr.Request = None,
+                   question_id: int | None = None):
+        """Submit a run for this client (its session): RunHandle, or gr.Error for an unknown demo, a bad
+        parameter or a full queue. The launch and its pass/fail go to the question log (linked to the
+        question that offered the demo, when known)."""
         try:
-            return self.runner.submit(demo_id, params or {})
+            demo_id = security.text_field(demo_id, "demo_id", self.limits, required=True)
+            handle = self.runner.submit(demo_id, params or {}, client=client_key(request))
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo:
-            raise user_error(f"没有这个演示：{demo_id}") from None
-        except (DemoParamError, ValueError) as exc:
-            raise user_error(f"参数有误：{exc}") from None
+            raise refuse(f"没有这个演示：{html.escape(demo_id[:100], quote=False)}", request, "demo") from None
+        except QueueFull as exc:
+            raise refuse(str(exc), request, "demo") from None
+        except RunnerUnavailable as exc:   # the Celery pool's broker is down: demos wait, answers go on
+            raise refuse(str(exc), request, "demo") from None
+        except (DemoParamError, ValueError, TypeError) as exc:
+            raise refuse(f"参数有误：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
+        track_demo(getattr(self, "question_log", None), question_id, handle)
+        return handle
 
-    def find_run(self, run_id: str):
-        """The live handle of a run of this process, else the one loaded from the runs folder, else None."""
-        for handle in self.runner.history():
-            if handle.id == run_id:
-                return handle
-        for handle in self.runner.load_history():
-            if handle.id == run_id:
-                return handle
-        return None
-
-    def stream_run(self, run_id: str):
-        """A card's view of run `run_id` until it ends (at once for a past run)."""
+    def stream_run(self, run_id: str, request: gr.Request = None):
+        """A card's view of run `run_id` (this client's own) until it ends; at once for a past run."""
         if not run_id:
             return
-        handle = self.find_run(run_id)
+        handle = self.own_run(run_id, request)
         if handle is None:
-            raise user_error(f"没有编号为 {run_id} 的运行。")
+            raise refuse("没有这个运行（只能查看自己启动的运行）。", request, "demo")
         expected = present.expected_checks(self.runner.load_history(), handle.demo)
-        was_done = handle.done
         yield from stream_view(handle, self.runner.max_concurrent, expected)
-        if not was_done:   # the question log records how the run ended (same run id: one row)
-            self._log_demo(None, handle.demo, handle.id, handle.status == "passed")
 
     def launch_demo_form(self, demo_id: str, *values, request: gr.Request = None):
         """The Demos tab: parameters in the spec's order (advanced ones included). -> the card boxes."""
         spec = registry.get(demo_id)
         params = {p.name: v for p, v in zip(spec.params, values) if v is not None and v != ""}
-        handle = self.start_demo(demo_id, params)
+        handle = self.start_demo(demo_id, params, request)
         if handle.status == "queued":
             info(f"“{spec.title}”已加入队列：前面还有演示在运行，轮到时自动开始。")
-        self._log_demo(None, handle.demo, handle.id, None)
         return self.card_slots.place(self.runner, handle, session_key(request, "demos"))
 
     def reopen_run(self, rows, evt: gr.SelectData, request: gr.Request = None):
@@ -67,21 +71,28 @@ class DemoHandlers:
         try:
             run_id = (rows.iloc[row, 0] if hasattr(rows, "iloc") else rows[row][0])
         except (IndexError, KeyError, TypeError):
-            raise user_error("请点击运行历史中的一行。") from None
-        handle = self.find_run(str(run_id))
+            raise refuse("请点击运行历史中的一行。", request, "demo") from None
+        handle = self.own_run(str(run_id), request)
         if handle is None:
-            raise user_error(f"没有编号为 {run_id} 的运行。")
+            raise refuse("没有这个运行（只能查看自己启动的运行）。", request, "demo")
         return self.card_slots.place(self.runner, handle, session_key(request, "demos"))
 
-    def cancel_run(self, run_id: str):
-        for handle in self.runner.history():
-            if handle.id == run_id:
-                handle.cancel()
-                return f"已请求停止 {run_id}。"
-        return "没有正在运行的演示。"
+    def own_run(self, run_id, request: gr.Request = None):
+        """The run with this id when this client started it, else None (runs are private to a session)."""
+        handle = self.runner.get(run_id) if isinstance(run_id, str) else None
+        return handle if handle is not None and handle.client == client_key(request) else None
 
-    def history_rows(self) -> list[list]:
-        return present.history_rows(self.runner.load_history())
+    def cancel_run(self, run_id: str, request: gr.Request = None):
+        handle = self.own_run(run_id, request)
+        if handle is None or handle.done:
+            return "没有正在运行的演示。"
+        handle.cancel()
+        return f"已请求停止 {run_id}。"
+
+    def history_rows(self, request: gr.Request = None) -> list[list]:
+        """This client's runs only: another visitor's runs (and logs) are not shown."""
+        me = client_key(request)
+        return present.history_rows(h for h in self.runner.load_history() if h.client == me)
 
 
 def param_inputs(spec: DemoSpec) -> list:
@@ -130,7 +141,7 @@ def create_ui(ui: dict) -> None:
 def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
     cards, history = ui["demos_cards"], ui["run_history"]
     def launcher(demo_id: str):
-        def launch(*values, request: gr.Request):
+        def launch(request: gr.Request, *values):   # the request first (gradio inserts it), then the values
             return state.launch_demo_form(demo_id, *values, request=request)
         return launch
 

@@ -1,7 +1,5 @@
-"""Messages to the reader in Chinese, logged in one line on the server (no traceback for a user's mistake).
-
-gradio's own toasts say "Error"/"Warning"/"Info" in their titles; these give them Chinese titles.
-"""
+"""Notices to the reader in Chinese with Chinese toast titles (gradio's say "Warning"/"Info"); a refusal is
+kb/ui/guard.refuse."""
 from __future__ import annotations
 
 import logging
@@ -9,12 +7,6 @@ import logging
 import gradio as gr
 
 log = logging.getLogger("kb.ui")
-
-
-def user_error(message: str) -> gr.Error:
-    """An error to raise for a reader's mistake or a refused action: shown in Chinese, logged in one line."""
-    log.warning("user error: %s", message.replace("\n", " "))
-    return gr.Error(message, title="出错了", print_exception=False)
 
 
 def warn(message: str) -> None:

@@ -87,9 +87,8 @@ def place(runner, handle, slots: list[str]) -> tuple[list[str], list]:
     """(new slots, one update per card's run-id box): a free card, else the card of the oldest ended run,
     else the oldest card. The chosen box gets the run id; the others are left alone."""
     slots = list(slots)
-    live = {h.id: h for h in runner.history()}
     def ended(run_id):
-        h = live.get(run_id)
+        h = runner.get(run_id)
         return h is None or h.done
     free = [i for i, r in enumerate(slots) if not r]
     done = [i for i, r in enumerate(slots) if r and ended(r)]
