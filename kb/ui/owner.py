@@ -86,7 +86,7 @@ class OwnerHandlers:
             raise refuse(f"删除失败：{exc}", request, "admin") from None
         log.info("article deleted: %s (backup %s)", slug, backup)
         report, rows = self.reindex(password, request, progress)
-        return f"已删除《{article.title}》，文件已移到 {backup}。\n\n{report}", rows
+        return f"已删除《{article.title}》，文件已移到备份目录（backups/{backup.name}）。\n\n{report}", rows
 
     def analytics_view(self, days: int | float | None, password: str | None = None, request: gr.Request = None):
         """(summary Markdown, top questions, refused questions, feedback, demos) for the admin tab."""
