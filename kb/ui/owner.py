@@ -15,7 +15,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from kb.errors import KBError
 from kb.ui.guard import refuse
 from kb.upload import UploadError, delete_article
 
@@ -40,7 +39,7 @@ def track_demo(question_log, question_id: int | None, handle) -> None:
         return
     try:
         question_log.log_demo(question_id, handle.demo, handle.id, None)
-    except KBError as exc:
+    except Exception as exc:         # logging must never stop a launch
         log.warning("demo launch not logged: %s", exc)
         return
 
