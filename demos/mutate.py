@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -188,16 +189,26 @@ def run_one(mutation: Mutation, timeout_s: float | None = None, root: Path = REP
         env.update(PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
         cmd = [sys.executable, "-m", spec.module, "--out", str(out), "--json",
                "--params-json", json.dumps(mutation.params)]
+        # Its own session, so the whole run (DDP workers included) can be stopped as one group: on a
+        # timeout, and when this process is interrupted.
+        proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        _LIVE.add(proc)
         try:
-            proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s or spec.timeout_s, start_new_session=True)
+            stdout, stderr = proc.communicate(timeout=timeout_s or spec.timeout_s)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
             return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary, False, [],
                            f"timeout after {timeout_s or spec.timeout_s:g} s", time.perf_counter() - start)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            _LIVE.discard(proc)
         seconds = time.perf_counter() - start
-        result = _last_json(proc.stdout)
+        result = _last_json(stdout)
         if result is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            tail = (stderr.strip().splitlines() or ["no output"])[-1]
             return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary, False, [],
                            f"exit {proc.returncode}, no result: {tail}", seconds)
         failed = [c["name"] for c in result["checks"] if not c["passed"]]
@@ -206,6 +217,17 @@ def run_one(mutation: Mutation, timeout_s: float | None = None, root: Path = REP
             error = error.strip().splitlines()[-1]
         return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary,
                        bool(result["passed"]) and proc.returncode == 0, failed, error, seconds)
+
+
+_LIVE: set = set()  # demo runs in flight (stopped by main() when it is interrupted)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
 
 
 def _last_json(stdout: str) -> dict | None:
@@ -265,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             print(f"{m.key:45} {m.kind:6} {'fast ' if m.fast else '     '}{m.summary}")
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds run_one, which stops its child
     started = time.perf_counter()
     progress = sys.stderr if args.json else sys.stdout
 
@@ -274,8 +297,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{o.verdict:15} {o.key:45} {o.seconds:5.1f}s  {why[:110]}", file=progress, flush=True)
         return o
 
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(one, chosen))
+    try:
+        if args.jobs <= 1:
+            outcomes = [one(m) for m in chosen]
+        else:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                outcomes = list(pool.map(one, chosen))
+    finally:
+        for proc in list(_LIVE):  # interrupted: no demo run outlives us
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     rows = summarize(outcomes)
     total_bugs = sum(r["bugs"] for r in rows)
     total_killed = sum(r["killed"] for r in rows)
