@@ -45,6 +45,9 @@ FORBIDDEN_FILES = {"demos/harness.py", "demos/mutate.py", "demos/mutations.py", 
                    "demos/edm_oracles.py"}
 
 
+TIMEOUT_FACTOR = 4
+
+
 class CatalogueError(Exception):
     """A catalogue entry that cannot be applied as written."""
 
@@ -83,6 +86,8 @@ class Outcome:
     def verdict(self) -> str:
         if self.passed is None:
             return "catalogue-error"
+        if self.error and self.error.startswith("timeout"):
+            return "TIMEOUT"  # inconclusive: neither killed nor passed (a busy machine, or a hang)
         if self.kind == "bug":
             return "killed" if not self.passed else "SURVIVED"
         return "ok" if self.passed else "FALSE-ALARM"
@@ -256,6 +261,7 @@ def summarize(outcomes: list[Outcome]) -> list[dict]:
             "survivors": [o.key for o in bugs if o.verdict == "SURVIVED"],
             "benign": len(benign), "false_alarms": sum(o.verdict == "FALSE-ALARM" for o in benign),
             "catalogue_errors": sum(o.verdict == "catalogue-error" for o in mine),
+            "timeouts": sum(o.verdict == "TIMEOUT" for o in mine),
             "seconds": round(sum(o.seconds for o in mine), 1),
         })
     return rows
@@ -276,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="only the CI subset")
     parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1: the machine is shared)")
-    parser.add_argument("--timeout", type=float, default=None, help="per-run timeout (default: the demo's)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="per-run timeout in s (default: 4 × the demo's own, so a busy machine does not turn "
+                             "slow runs into timeouts, which count as neither killed nor passed)")
     args = parser.parse_args(argv)
     try:
         chosen = select(args.demos, args.fast)
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = sys.stderr if args.json else sys.stdout
 
     def one(m: Mutation) -> Outcome:
-        o = run_one(m, args.timeout)
+        o = run_one(m, args.timeout or TIMEOUT_FACTOR * registry.get(m.demo).timeout_s)
         why = ", ".join(o.failed_checks) or o.error or ""
         print(f"{o.verdict:15} {o.key:45} {o.seconds:5.1f}s  {why[:110]}", file=progress, flush=True)
         return o
@@ -316,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
              "kill_rate": round(total_killed / total_bugs, 4) if total_bugs else None,
              "benign": sum(r["benign"] for r in rows), "false_alarms": sum(r["false_alarms"] for r in rows),
              "catalogue_errors": sum(r["catalogue_errors"] for r in rows),
+             "timeouts": sum(r["timeouts"] for r in rows),
              "seconds": round(time.perf_counter() - started, 1)}
     if args.json:
         print(json.dumps({"demos": rows, "total": total, "outcomes": [
@@ -331,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             for key in r["survivors"]:
                 print(f"survived: {key}")
-    ok = total["killed"] == total["bugs"] and total["false_alarms"] == 0 and total["catalogue_errors"] == 0
+    ok = (total["killed"] == total["bugs"] and total["false_alarms"] == 0 and total["catalogue_errors"] == 0
+          and total["timeouts"] == 0)
     return 0 if ok else 1
 
 

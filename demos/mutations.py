@@ -169,7 +169,8 @@ CATALOGUE: list[M] = [
     # Not listed: evaluating the score at t_{i+1} instead of t_i. It is a time shift of O(h), a convergent
     # first-order scheme still; at 250 steps no distribution check can tell it from the right one.
     M("em-score-weak", SDE, "bug", "the reverse SDE's score term weighted 0.8 g² instead of g²",
-      "demos/diffusion_sde.py", "sample_euler_maruyama", "score_scale: float = 1.0", "score_scale: float = 0.8"),
+      "demos/diffusion_sde.py", "sample_euler_maruyama", "- score_scale * process.g2(t_cur)",
+      "- 0.8 * score_scale * process.g2(t_cur)"),
     M("ode-euler", SDE, "bug", "the probability-flow ODE drops Heun's correction",
       "demos/diffusion_sde.py", "integrate_pf_ode", "x = x + h * (0.5 * d_cur + 0.5 * d_prime)", "x = x + h * d_cur"),
     M("vp-f", SDE, "bug", "VP drift coefficient −0.45 β(t)",

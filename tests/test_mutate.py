@@ -70,7 +70,8 @@ def test_survivor_and_false_alarm_are_reported(tmp_path):
     assert (ROOT / "demos/mro.py").read_text(encoding="utf-8") == before, "the original tree was written to"
     rows = mutate.summarize(outcomes)
     assert rows == [{"demo": "mro", "bugs": 1, "killed": 0, "kill_rate": 0.0, "survivors": ["mro/noop"],
-                     "benign": 1, "false_alarms": 1, "catalogue_errors": 0, "seconds": rows[0]["seconds"]}]
+                     "benign": 1, "false_alarms": 1, "catalogue_errors": 0, "timeouts": 0,
+                     "seconds": rows[0]["seconds"]}]
 
 
 @pytest.mark.timeout(300)
