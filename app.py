@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from demos.runner import Runner  # noqa: E402
+from demos.runner import make_runner  # noqa: E402
 from kb.config import Config  # noqa: E402
 from kb.engine import KnowledgeBase  # noqa: E402
 from kb.errors import KBError  # noqa: E402
@@ -102,19 +102,18 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos, max_queue=LIMITS.demo_queue_max,
-                    max_per_client=LIMITS.demo_per_client)
+    # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
+    runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"),
+                         max_queue=LIMITS.demo_queue_max, max_per_client=LIMITS.demo_per_client)
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
 def prepare_index(kb: KnowledgeBase) -> None:
     """First start: build the index with a progress bar in the terminal; later starts only load it."""
-    from kb import index as store
-
-    if store.exists(kb.config.home):
+    if kb.store.exists():
         kb.loaded_index()
         return
-    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.config.home}）…", file=sys.stderr, flush=True)
+    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.store.describe()}）…", file=sys.stderr, flush=True)
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="片段", desc="建立索引", file=sys.stderr)

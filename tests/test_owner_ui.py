@@ -106,3 +106,15 @@ def test_track_demo_logs_launch_then_result(app):
     d = log.report().demos[0]
     assert (d.launched, d.passed, d.failed, d.unfinished) == (3, 1, 1, 1), "a cancelled run stays unfinished"
     assert [x["demo"] for x in log.questions()[0]["demos"]] == ["mro", "mro", "mro"]
+
+
+def test_admin_actions_are_rate_limited(app, tmp_path):
+    """Ten wrong passwords from one address block that address, even with the right password after."""
+    for _ in range(10):
+        with pytest.raises(gr.Error, match="管理密码不正确"):
+            app.delete("refs", True, "guess")
+    with pytest.raises(gr.Error, match="密码错误次数过多"):
+        app.delete("refs", True, "pw-1234")
+    with pytest.raises(gr.Error, match="密码错误次数过多"):
+        app.analytics_csv(0, "pw-1234")
+    assert (tmp_path / "articles" / "refs.md").exists()
