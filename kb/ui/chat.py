@@ -8,7 +8,6 @@ conversation list is kb/ui/conversations.py; the first screen is kb/ui/starters.
 from __future__ import annotations
 
 import html
-import logging
 
 import gradio as gr
 
@@ -303,9 +302,9 @@ def create_event_handlers(state, ui: dict) -> None:
     ask_group = {"concurrency_limit": state.limits.ask_concurrency, "concurrency_id": "ask"}
     answering = []
     for trigger, name in ((ui["send"].click, "chat_send"), (question.submit, "chat_submit")):
-        ev = trigger(streaming, None, busy, api_visibility="private", queue=False)
+        ev = trigger(streaming, None, busy, api_visibility="private")
         run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private", **ask_group)
-        run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+        run.then(idle, None, busy, api_visibility="private").then(*save, api_visibility="private")
         answering.append(run)
 
     # Starter questions (the chat's examples) and follow-up suggestions put their text in the box and ask.
@@ -314,20 +313,20 @@ def create_event_handlers(state, ui: dict) -> None:
     sources = [(chatbot.example_select, pick_example, None, "chat_starter")]
     sources += [(b.click, lambda text: text, [b], f"chat_followup_{i}") for i, b in enumerate(ui["followups"])]
     for trigger, fn, inputs, name in sources:
-        ev = trigger(fn, inputs, [question], api_visibility="private", queue=False).then(
-            streaming, None, busy, api_visibility="private", queue=False)
+        ev = trigger(fn, inputs, [question], api_visibility="private").then(
+            streaming, None, busy, api_visibility="private")
         run = ev.then(state.ask, ask_inputs, outputs, api_name=name, api_visibility="private", **ask_group)
-        run.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+        run.then(idle, None, busy, api_visibility="private").then(*save, api_visibility="private")
         answering.append(run)
 
-    regen = ui["regenerate"].click(streaming, None, busy, api_visibility="private", queue=False).then(
+    regen = ui["regenerate"].click(streaming, None, busy, api_visibility="private").then(
         state.regenerate, [chatbot, ui["article_state"], ui["qids"]], outputs, api_name="chat_regenerate",
         api_visibility="private", **ask_group)
-    regen.then(idle, None, busy, api_visibility="private", queue=False).then(*save, api_visibility="private")
+    regen.then(idle, None, busy, api_visibility="private").then(*save, api_visibility="private")
     answering.append(regen)
 
     # Stop: cancel the streaming answer; what arrived so far stays and is saved.
-    ui["stop"].click(idle, None, busy, cancels=answering, api_visibility="private", queue=False).then(
+    ui["stop"].click(idle, None, busy, cancels=answering, api_visibility="private").then(
         *save, api_visibility="private")
 
     # 👍/👎 and the optional comment.
@@ -338,12 +337,10 @@ def create_event_handlers(state, ui: dict) -> None:
 
     # Conversations.
     reset = [chatbot, ui["conv_id"], ui["qids"]]
-    ui["new_chat"].click(conversations.new_chat, [store], [*reset, ui["conv_list"]], api_visibility="private",
-                         queue=False).then(
+    ui["new_chat"].click(conversations.new_chat, [store], [*reset, ui["conv_list"]], api_visibility="private").then(
         lambda: (*demo_buttons([]), *followup_buttons([]), gr.update(visible=False)), None,
-        [*ui["demo_buttons"], *ui["followups"], ui["regenerate"]], api_visibility="private", queue=False)
-    ui["conv_list"].input(conversations.open_conversation, [ui["conv_list"], store], reset, api_visibility="private",
-                          queue=False)
+        [*ui["demo_buttons"], *ui["followups"], ui["regenerate"]], api_visibility="private")
+    ui["conv_list"].input(conversations.open_conversation, [ui["conv_list"], store], reset, api_visibility="private")
 
     # Demo buttons under an answer: each click gets its own card; never blocked by a run that streams.
     cards = ui["chat_cards"]

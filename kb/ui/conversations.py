@@ -1,5 +1,5 @@
 """Conversations kept in the reader's browser (gr.BrowserState, localStorage): a list of past chats, the
-current one, new chat; and 👍/👎 with an optional comment, stored server-side in the question log.
+current one, new chat. (👍/👎 are stored server-side in the question log: see ChatHandlers.feedback.)
 
 The browser value is {"current": id, "items": [{"id", "title", "updated", "messages", "qids"}]}, newest
 first: `messages` are the chat's messages, `qids` maps the index of an assistant message to the id of its
@@ -8,13 +8,11 @@ row in kb.analytics' question log (what feedback is stored against). Nothing her
 from __future__ import annotations
 
 import html
-import logging
 import time
 import uuid
 
 import gradio as gr
 
-log = logging.getLogger("kb.ui")
 
 MAX_CONVERSATIONS = 30
 MAX_MESSAGES = 60                  # per conversation kept in the browser
