@@ -284,8 +284,9 @@ class QuestionLog:
         def stat(items: list[dict], refused: bool) -> QuestionStat:
             arts: list[str] = []
             for r in items:
-                slugs = [c["slug"] for c in r["citations"]] if not refused else [r["article"]]
-                arts += [s for s in slugs if s and s not in arts]
+                for slug in ([c["slug"] for c in r["citations"]] if not refused else [r["article"]]):
+                    if slug and slug not in arts:
+                        arts.append(slug)
             return QuestionStat(items[-1]["question"], len(items), items[-1]["time"],
                                 sum(r["answerable"] for r in items), arts)
 

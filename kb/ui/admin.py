@@ -14,6 +14,7 @@ import gradio as gr
 from kb import security
 from kb.errors import KBError
 from kb.security import UnsafeInput
+from kb.ui import owner
 from kb.ui.guard import client_host, log, refuse
 from kb.upload import UploadError, save_article
 
@@ -104,6 +105,7 @@ def create_ui(ui: dict, admin_password: str | None) -> None:
                                      file_types=[".md"], type="filepath")
         ui["admin_upload_btn"] = gr.Button("上传并更新索引", variant="primary")
         ui["admin_msg"] = gr.Markdown(elem_id="admin-msg")
+        owner.create_ui(ui)          # delete an article, the question log (kb/ui/owner.py)
 
 
 def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
@@ -111,9 +113,12 @@ def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
     if not state.admin_password:   # with a password, the table fills once it is given
         demo.load(lambda: state.status_rows(None), None, table, api_visibility="private")
     ui["admin_show"].click(state.status_rows, [password], [table], api_visibility="private")
-    ui["admin_reindex"].click(state.reindex, [password], [msg, table], api_visibility="private")
+    lists = [ui["article_pick"], ui["owner_delete_pick"]]      # every article list: refreshed after a change
+    ui["admin_reindex"].click(state.reindex, [password], [msg, table], api_visibility="private").then(
+        state.refresh_lists, None, lists, api_visibility="private")
     ui["admin_upload_btn"].click(upload_handler(state), [ui["admin_upload"], password], [msg, table],
-                                 api_visibility="private")
+                                 api_visibility="private").then(state.refresh_lists, None, lists, api_visibility="private")
+    owner.create_event_handlers(state, ui, demo)
 
 
 def upload_handler(state):

@@ -12,6 +12,7 @@ from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
 from kb.security import UnsafeInput
 from kb.ui.guard import log, refuse
+from kb.ui.owner import log_answer
 
 
 class ApiHandlers:
@@ -30,6 +31,7 @@ class ApiHandlers:
             raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/ask") from None
         for _ in stream:
             pass
+        log_answer(self.question_log, question, stream.answer, self._slug_or_none(article))
         return answer_dict(stream.answer)
 
     def api_search(self, question: str, k: int = 5, article: str = "", request: gr.Request = None) -> dict:

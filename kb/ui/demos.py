@@ -15,18 +15,21 @@ from demos.spec import DemoParamError, DemoSpec
 from kb import security
 from kb.security import UnsafeInput
 from kb.ui.guard import client_key, refuse
+from kb.ui.owner import track_demo
 from kb.ui.runs import RunPanel, stream_view
 
 
 class DemoHandlers:
     """Demo handlers; `self` is the ChatApp (runner)."""
 
-    def start_demo(self, demo_id: str, params: dict | None = None, request: gr.Request = None):
+    def start_demo(self, demo_id: str, params: dict | None = None, request: gr.Request = None,
+                   question_id: int | None = None):
         """Submit a run for this client (its session): RunHandle, or gr.Error for an unknown demo, a bad
-        parameter or a full queue."""
+        parameter or a full queue. The launch and its pass/fail go to the question log (linked to the
+        question that offered the demo, when known)."""
         try:
             demo_id = security.text_field(demo_id, "demo_id", self.limits, required=True)
-            return self.runner.submit(demo_id, params or {}, client=client_key(request))
+            handle = self.runner.submit(demo_id, params or {}, client=client_key(request))
         except UnsafeInput as exc:
             raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo as exc:
@@ -35,6 +38,8 @@ class DemoHandlers:
             raise refuse(str(exc), request, "demo") from None
         except (DemoParamError, ValueError, TypeError) as exc:
             raise refuse(f"参数有误：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
+        track_demo(getattr(self, "question_log", None), question_id, handle)
+        return handle
 
     def run_linked_demo(self, index: int, demo_ids: list[str], request: gr.Request = None):
         """A demo button under an answer: run the index-th linked demo and stream its view."""
