@@ -4,12 +4,13 @@
     kb search "列表和元组的区别" [-k 5] [--json]   hits with article, heading path, anchor and scores
     kb status [--json]                           per article: indexed, changed, new, deleted, unreadable
     kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
-    kb bench [--scale 100000,1000000]            build/incremental/query timings and the ANN scale run
+    kb bench [--scale 100000,1000000] [--backends torch,onnx,onnx-int8]
+                                                 backends side by side, build/incremental/query timings, ANN scale run
     kb report [--days 30] [--json] [--csv FILE]  readers' questions: top, refused (not covered yet), feedback, demos
 
-Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model, and
---query-prompt/--passage-prompt for e5/bge-style models. Errors are one line on stderr: exit status 2 for a
-bad question or bad usage, 1 for every other knowledge-base error. No tracebacks for expected failures.
+Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model,
+--query-prompt/--passage-prompt for e5/bge-style models, and --embed-backend torch|onnx|onnx-int8.
+Errors are one line on stderr: exit status 2 for a bad question or bad usage, 1 for every other knowledge-base error. No tracebacks for expected failures.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import json
 import os
 import sys
 
-from kb.config import Config
+from kb.config import EMBED_BACKENDS, Config
 from kb.errors import KBError, QueryError
 
 
@@ -40,7 +41,8 @@ def _progress_bar():
 def _kb(args):
     from kb.engine import KnowledgeBase
     config = Config.from_env(articles_dir=args.articles, home=args.home, model=args.model,
-                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+                             embed_backend=args.embed_backend)
     return KnowledgeBase(config)
 
 
@@ -122,9 +124,14 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from kb.bench import format_report, run_bench
     config = Config.from_env(articles_dir=args.articles, model=args.model,
-                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+                             embed_backend=args.embed_backend)
     scales = [int(s) for s in args.scale.split(",") if s.strip()] if args.scale else []
-    report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset,
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else []
+    unknown = [b for b in backends if b not in EMBED_BACKENDS]
+    if unknown:
+        raise QueryError(f"--backends: unknown backend {', '.join(unknown)} (one of {', '.join(EMBED_BACKENDS)})")
+    report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset, backends=backends,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(dataclasses.asdict(report), indent=1) if args.json else format_report(report))
     return 0
@@ -155,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="sentence-transformers model folder or name (default: m3e-small)")
     p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
     p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
+    p.add_argument("--embed-backend", choices=("torch", "onnx", "onnx-int8"),
+                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx-int8)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("index", help="bring the index up to date with the articles")
@@ -185,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", default="100000,1000000",
                    help="comma-separated synthetic index sizes for the ANN run ('' to skip)")
     s.add_argument("--queries", type=int, default=200, help="queries for the ANN scale run")
+    s.add_argument("--backends", default="torch,onnx,onnx-int8",
+                   help="embedding backends compared side by side ('' to skip)")
     s.add_argument("--devset", default=None, help="questions for the latency run (default: tests/data/devset.jsonl)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)

@@ -4,10 +4,15 @@
     summary = kb.index(progress=lambda done, total, message: ...)     # incremental
     result = kb.search("列表和元组有什么区别", k=5, prefer_slug="python-list-tuple")
 
-It owns one embedder (the model loads once, on first use) and one loaded index with its retriever. A
+It owns one embedder (the model loads once, on first use), one store (kb/store.py: the FAISS files in
+KB_HOME, or PostgreSQL when KB_DATABASE_URL is set) and one loaded index with its retriever. A
 search with no index builds one; a search that finds the index corrupted, truncated or built for another
 model or chunker reports it in `notices` (and the log) and rebuilds before answering: a bad index is never
 served. Articles are read from `config.articles_dir` on first use and again on every `index()`.
+
+A store shared with other processes (PostgreSQL) is asked for its version at most every
+`config.refresh_s`; when another replica has written (an upload), the index and the articles are reloaded
+before the next search, so the upload is answerable here too.
 
 `prefer_slug` (the article the reader is on, for the website embed) adds a quarter of a first-place RRF
 contribution to that article's hits: it wins near-ties but does not lift an unrelated section above a
@@ -16,18 +21,21 @@ clearly better one elsewhere, and it does not change whether the question is ans
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from kb import index as store
 from kb.articles import Article, load_articles
 from kb.chunking import Chunk
 from kb.config import Config
 from kb.embedding import Embedder, make_embedder
-from kb.errors import ArticleError, IndexError_, IndexMissing, KBError
+from kb.errors import ArticleError, IndexError_, IndexMissing, KBError, StoreError
+from kb.index import VectorIndex
 from kb.indexing import IndexSummary, Progress, update_index
 from kb.retrieval import HybridRetriever, SearchResult, clean_question
+from kb.store import Store, make_store
 
 log = logging.getLogger("kb")
 
@@ -45,13 +53,17 @@ class ArticleStatus:
 
 
 class KnowledgeBase:
-    def __init__(self, config: Config | None = None, embedder: Embedder | None = None):
+    def __init__(self, config: Config | None = None, embedder: Embedder | None = None, store: Store | None = None):
         self.config = config or Config.from_env()
+        self.store = store or make_store(self.config)
         self._embedder = embedder
         self._articles: dict[str, Article] | None = None
         self._errors: list[ArticleError] = []
-        self._index: store.VectorIndex | None = None
+        self._index: VectorIndex | None = None
         self._retriever: HybridRetriever | None = None
+        self._version: str | None = None        # the store's version the loaded index was read at
+        self._checked = 0.0                     # monotonic time of the last version check
+        self._refresh_lock = threading.Lock()
         self.notices: list[str] = []           # index problems found and repaired, for the CLI / app to show
 
     # Articles -----------------------------------------------------------------------------------------
@@ -101,25 +113,48 @@ class KnowledgeBase:
         """Bring the index up to date with the articles folder (incremental unless `rebuild`)."""
         self.reload_articles()
         index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.embedder,
-                                      rebuild=rebuild, progress=progress)
+                                      rebuild=rebuild, progress=progress, backend=self.store)
         if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
             self._notice(summary.reason + "; rebuilt it")
         self._set_index(index)
         return summary
 
-    def _set_index(self, index: store.VectorIndex) -> None:
+    def _set_index(self, index: VectorIndex) -> None:
         self._index = index
         self._retriever = None
+        self._version = index.version
+        self._checked = time.monotonic()
+
+    def refresh(self) -> bool:
+        """Reload the index and the articles when another process wrote to a shared store since they were
+        loaded; checks at most every config.refresh_s. True when it reloaded."""
+        if self._index is None or self._version is None or time.monotonic() - self._checked < self.config.refresh_s:
+            return False
+        with self._refresh_lock:
+            if time.monotonic() - self._checked < self.config.refresh_s:
+                return False
+            self._checked = time.monotonic()
+            try:
+                if self.store.version() == self._version:
+                    return False
+                index = self.store.load()
+            except (StoreError, IndexError_) as exc:   # keep serving the snapshot we have
+                log.warning("cannot refresh the shared index, serving the loaded one: %s", exc)
+                return False
+            self.reload_articles()
+            self._set_index(index)
+            log.info("the shared index changed (version %s); reloaded %d chunks", self._version, len(index))
+            return True
 
     def _notice(self, message: str) -> None:
         log.warning(message)
         self.notices.append(message)
 
-    def loaded_index(self) -> store.VectorIndex:
+    def loaded_index(self) -> VectorIndex:
         """The index, loaded once; built when missing, rebuilt (with a notice) when unusable."""
         if self._index is None:
             try:
-                index = store.load(self.config.home)
+                index = self.store.load()
                 m = index.manifest
                 if (m.model, m.passage_prompt) != (self.embedder.model_id, self.embedder.passage_prompt) \
                         or m.chunker != self.config.chunker:
@@ -136,28 +171,38 @@ class KnowledgeBase:
 
     @property
     def retriever(self) -> HybridRetriever:
-        if self._retriever is None:
-            self._retriever = HybridRetriever(self.loaded_index(), self.embedder, self.config)
-        return self._retriever
+        self.refresh()
+        retriever = self._retriever
+        if retriever is None:
+            retriever = self._retriever = HybridRetriever(self.loaded_index(), self.embedder, self.config)
+        return retriever
 
     def chunks(self, slug: str) -> list[Chunk]:
         """The indexed chunks of an article, in reading order."""
+        self.refresh()
         return self.loaded_index().chunks_of(slug)
 
     def status(self) -> list[ArticleStatus]:
         """Per article: indexed, changed since indexing, new, deleted from the folder, or unreadable.
 
-        Reads the manifest only (no model load, no rebuild); an unusable index counts as none.
+        Reads the manifest and checks the stored files' checksums (no model load, no rebuild); an index
+        whose manifest cannot be read counts as none, one whose files fail their checksums is "corrupt".
         """
         self.reload_articles()
         try:
-            entries = store.read_manifest(self.config.home).articles
+            entries = self.store.read_manifest().articles
         except IndexError_:
             entries = {}
+        corrupt = False
+        if entries:
+            try:
+                self.store.verify()
+            except IndexError_:
+                corrupt = True
         out = []
         for slug, a in self.articles.items():
             e = entries.get(slug)
-            state = "new" if e is None else "indexed" if e.hash == a.content_hash else "changed"
+            state = "new" if e is None else "corrupt" if corrupt else "indexed" if e.hash == a.content_hash else "changed"
             out.append(ArticleStatus(slug, a.title, state, len(e.chunk_ids) if e else 0, str(a.path)))
         unreadable = {Path(err.path).name: err for err in self._errors}
         for name, err in unreadable.items():

@@ -14,6 +14,7 @@ import gradio as gr
 from kb import security
 from kb.errors import KBError
 from kb.security import UnsafeInput
+from kb.sources import posts_folder
 from kb.ui import owner
 from kb.ui.guard import client_host, log, refuse
 from kb.upload import UploadError, save_article
@@ -36,7 +37,8 @@ class AdminHandlers:
     def status_rows(self, password: str | None = None, request: gr.Request = None) -> list[list]:
         self._check_password(password, request)
         labels = {"indexed": "已索引", "changed": "已修改，待重建", "new": "新文章，待索引",
-                  "deleted": "已删除，待重建", "unreadable": "无法读取"}
+                  "deleted": "已删除，待重建", "unreadable": "无法读取",
+                  "corrupt": "索引已损坏，待重建"}
         return [[s.slug or Path(s.path).name, s.title, labels.get(s.state, s.state), s.chunks, s.error or ""]
                 for s in self.kb.status()]
 
@@ -79,7 +81,7 @@ class AdminHandlers:
         try:
             try:
                 data = path.read_bytes()
-                saved = save_article(self.kb.config.articles_dir, name, data, self.kb.config.home / "backups")
+                saved = save_article(posts_folder(self.kb.config.articles_dir), name, data, self.kb.config.home / "backups")
             except UploadError as exc:
                 raise refuse(f"上传被拒绝：{html.escape(str(exc), quote=False)}（未做任何修改）", request, "upload") from None
             except OSError as exc:
