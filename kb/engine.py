@@ -16,8 +16,9 @@ clearly better one elsewhere, and it does not change whether the question is ans
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
 
 from kb import index as store
 from kb.articles import Article, load_articles
@@ -56,7 +57,7 @@ class KnowledgeBase:
     # Articles -----------------------------------------------------------------------------------------
 
     def reload_articles(self) -> None:
-        articles, errors = load_articles(self.config.articles_dir)
+        articles, errors = load_articles(self.config.articles_dir, self.config.permalink)
         self._articles = {a.slug: a for a in articles}
         self._errors = errors
 
@@ -77,6 +78,15 @@ class KnowledgeBase:
             return self.articles[slug]
         except KeyError:
             raise KBError(f"no article with slug '{slug}'") from None
+
+    def page_url(self, slug: str, anchor: str | None = None) -> str:
+        """Where a citation of (slug, anchor) links: the blog's own page when KB_SITE_URL is set and the
+        article has a permalink, else the app's copy (/article/<slug>#<anchor>)."""
+        from kb.answer import article_url
+        found = self.articles.get(slug)
+        if not (self.config.site_url and found is not None and found.page):
+            return article_url(slug, anchor)
+        return self.config.site_url + quote(found.page, safe="/:@!$&'()*+,;=-._~") + (f"#{quote(anchor)}" if anchor else "")
 
     # Model and index ----------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ front matter (its slug must equal the file name). The file is then written to a 
 folder and moved over the target with `os.replace`, so readers see the old or the new file, never half of
 one; the previous version is copied to `backups_dir` first.
 
-This module knows files and validation; re-indexing after a save is the caller's job (the engine).
+`delete_article` moves an article's file into the backups folder (never anything outside the articles folder).
+This module knows files and validation; re-indexing after a save or delete is the caller's job (the engine).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.articles import Article, parse_article
+from kb.articles import REQUIRED_FIELDS, Article, parse_article
 from kb.errors import ArticleError, KBError
 
 MAX_UPLOAD_BYTES = 512 * 1024
@@ -61,10 +62,26 @@ def validate_upload(name: str, data: bytes) -> Article:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise UploadError(f"不是 UTF-8 编码（第 {line} 行，字节 {exc.start}）") from None
+    missing = _missing_fields(raw)
+    if missing:
+        raise UploadError(f"front matter 缺少字段：{'、'.join(missing)}（必须有 {'、'.join(REQUIRED_FIELDS)}）")
     try:
         return parse_article(raw, name)
     except ArticleError as exc:
         raise UploadError(f"文章格式有误：{exc}") from None
+
+
+def _missing_fields(raw: str) -> list[str]:
+    """The required front-matter fields a file lacks; [] when it has them all or its front matter is unreadable
+    (parse_article then says what is wrong with it)."""
+    from kb.sources import split_front_matter
+    try:
+        meta, _body, _line = split_front_matter(raw.replace("\r\n", "\n").lstrip("\ufeff"), "upload")
+    except ArticleError:
+        return []
+    if not meta:
+        return list(REQUIRED_FIELDS)
+    return [f for f in REQUIRED_FIELDS if f not in meta]
 
 
 def save_article(articles_dir: Path, name: str, data: bytes, backups_dir: Path) -> SavedArticle:
@@ -94,3 +111,22 @@ def save_article(articles_dir: Path, name: str, data: bytes, backups_dir: Path) 
     finally:
         tmp.unlink(missing_ok=True)
     return SavedArticle(article, target, replaced, backup)
+
+
+def delete_article(article: Article, articles_dir: Path, backups_dir: Path) -> Path:
+    """Move an article's file into `backups_dir` (the backup is the file itself); returns the backup path.
+
+    Only a file inside `articles_dir` is ever moved. Re-indexing afterwards is the caller's job.
+    """
+    from kb.security import is_inside
+    path = Path(article.path)
+    if not is_inside(path, articles_dir) or path.suffix not in (".md", ".markdown"):
+        raise UploadError(f"《{article.title}》的文件 {path} 不在文章目录里，不能删除")
+    if not path.is_file():
+        raise UploadError(f"《{article.title}》的文件已经不存在了")
+    backups_dir = Path(backups_dir)
+    backups_dir.mkdir(parents=True, exist_ok=True)
+    backup = backups_dir / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6:06d}.deleted{path.suffix}"
+    backup.write_bytes(path.read_bytes())       # copy first: a failure here leaves the article in place
+    path.unlink()
+    return backup

@@ -11,12 +11,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app import ChatApp, _turns, param_inputs
+from app import ChatApp
 from demos import present
 from demos.runner import Runner
 from kb.config import Config
 from kb.embedding import FakeEmbedder
 from kb.engine import KnowledgeBase
+from kb.ui.chat import _turns
+from kb.ui.demos import param_inputs
 from kb.upload import MAX_UPLOAD_BYTES
 from kb.web import add_routes
 from shared_app import live_app, real_kb

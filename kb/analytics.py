@@ -1,0 +1,379 @@
+"""The question log: what readers ask, what the blog could not answer, their feedback and demo runs.
+
+    log = QuestionLog(config.home / ANALYTICS_FILE, retention_days=90)
+    qid = log.log_question("生成器为什么省内存", answer.text, answer.answerable, answer.citations,
+                           mode="extractive", article="python-generators")
+    log.log_feedback(qid, +1, "讲得清楚")
+    log.log_demo(qid, "generator", run_id, passed=None)      # launched
+    log.log_demo(qid, "generator", run_id, passed=True)      # finished: the same run_id is updated
+    report = log.report(days=30)                              # top and refused questions, feedback, demos
+    log.export_csv("questions.csv", days=30)
+
+One SQLite file under the data folder (KB_HOME) in WAL mode: several app workers (processes) and the
+threads of one worker write to it at once; every call opens its own short connection with a busy
+timeout, so no connection is shared across threads. Stored per question: UTC time, the question, the
+answer text, answerable, the cited (slug, anchor) pairs, the answer mode and the article the reader was
+on. No IP address, user agent, cookie or session id is stored: a question is not linked to a person.
+Retention: rows older than `retention_days` are deleted when the log opens and at most hourly after.
+This module knows nothing about gradio or the engine; citations are any objects or dicts with `slug`
+and `anchor`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from kb.errors import KBError
+
+ANALYTICS_FILE = "analytics.sqlite3"
+MAX_TEXT = 20_000             # characters of an answer kept
+MAX_QUESTION = 2_000          # characters of a question kept (the engine searches no more)
+MAX_COMMENT = 1_000
+PURGE_EVERY_S = 3600.0
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS questions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,                 -- unix time, UTC
+    question TEXT NOT NULL,
+    norm TEXT NOT NULL,               -- grouping key: case-folded, spaces and end punctuation removed
+    answer TEXT NOT NULL,
+    answerable INTEGER NOT NULL,
+    citations TEXT NOT NULL,          -- JSON [[slug, anchor], ...]
+    mode TEXT NOT NULL,
+    article TEXT NOT NULL             -- the article the reader was on, '' when none
+);
+CREATE INDEX IF NOT EXISTS questions_ts ON questions(ts);
+CREATE INDEX IF NOT EXISTS questions_norm ON questions(norm);
+CREATE TABLE IF NOT EXISTS feedback (
+    question_id INTEGER PRIMARY KEY REFERENCES questions(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    rating INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+    comment TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS demo_runs (
+    run_id TEXT PRIMARY KEY,
+    question_id INTEGER REFERENCES questions(id) ON DELETE SET NULL,
+    ts REAL NOT NULL,
+    demo_id TEXT NOT NULL,
+    passed INTEGER                    -- NULL while running or when it never finished
+);
+CREATE INDEX IF NOT EXISTS demo_runs_ts ON demo_runs(ts);
+"""
+
+
+class AnalyticsError(KBError):
+    """A bad call into the question log (unknown question, bad rating) or an unreadable log file."""
+
+
+@dataclass
+class QuestionStat:
+    question: str                     # the latest wording of the group
+    count: int
+    last_asked: str                   # ISO 8601 UTC
+    answerable: int                   # how many of `count` were answered
+    articles: list[str] = field(default_factory=list)   # cited (answered) or read (refused) article slugs
+
+
+@dataclass
+class FeedbackItem:
+    question_id: int
+    time: str
+    question: str
+    rating: int
+    comment: str
+
+
+@dataclass
+class DemoStat:
+    demo_id: str
+    launched: int
+    passed: int
+    failed: int
+    unfinished: int
+
+
+@dataclass
+class Report:
+    since: str | None                 # ISO time of the window start, None = everything kept
+    questions: int
+    answered: int
+    refused: int
+    refusal_rate: float
+    feedback_up: int
+    feedback_down: int
+    top_questions: list[QuestionStat]
+    refused_questions: list[QuestionStat]   # what readers ask that the blog does not cover yet
+    cited_articles: list[tuple[str, int]]
+    feedback: list[FeedbackItem]            # newest first, the thumbs-down first among equals
+    demos: list[DemoStat]
+
+
+def normalize(question: str) -> str:
+    """The grouping key of a question: case-folded, whitespace and trailing ?！。 marks removed."""
+    q = re.sub(r"\s+", "", question.casefold())
+    return q.rstrip("?？!！。.~～…")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _citation_pairs(citations: Iterable[Any] | None) -> list[list[str]]:
+    pairs: list[list[str]] = []
+    for c in citations or ():
+        slug = c.get("slug") if isinstance(c, dict) else getattr(c, "slug", None)
+        anchor = c.get("anchor") if isinstance(c, dict) else getattr(c, "anchor", None)
+        if slug:
+            pair = [str(slug), str(anchor or "")]
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
+
+
+class QuestionLog:
+    """The SQLite question log at `path` (created with its folder when missing)."""
+
+    def __init__(self, path: str | Path, retention_days: float | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        if retention_days is not None and retention_days <= 0:
+            raise AnalyticsError(f"retention must be a positive number of days, not {retention_days}")
+        self.retention_days = retention_days
+        self.clock = clock
+        self._last_purge = float("-inf")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect(transaction=False) as db:
+                db.execute("PRAGMA journal_mode=WAL")      # persistent: stored in the file
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            raise AnalyticsError(f"{self.path}: not a readable question log ({exc})") from None
+        self.purge()
+
+    @contextmanager
+    def _connect(self, transaction: bool = True):
+        """One short-lived connection per call: a transaction that commits on success, rolls back on error."""
+        with closing(sqlite3.connect(self.path, timeout=30.0, isolation_level=None)) as db:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")   # WAL: durable against a crash of the app, enough for a log
+            if not transaction:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # ---- writing ------------------------------------------------------------------------------------
+    def log_question(self, question: str, answer_text: str, answerable: bool,
+                     citations: Sequence[Any] | None = (), mode: str = "extractive",
+                     article: str | None = None) -> int:
+        """Store one answered or refused question; returns its id (for feedback and demo launches)."""
+        question = (question or "").strip()
+        if not question:
+            raise AnalyticsError("an empty question is not logged")
+        self._maybe_purge()
+        now = self.clock()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO questions(ts, question, norm, answer, answerable, citations, mode, article)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, question[:MAX_QUESTION], normalize(question[:MAX_QUESTION]), (answer_text or "")[:MAX_TEXT],
+                 int(bool(answerable)), json.dumps(_citation_pairs(citations), ensure_ascii=False),
+                 str(mode or ""), str(article or "")))
+            return int(cur.lastrowid)
+
+    def log_feedback(self, question_id: int, rating: int, comment: str = "") -> None:
+        """👍 (+1) or 👎 (-1) on one answer; a later rating of the same answer replaces the earlier one.
+
+        Rating 0 withdraws the feedback (the reader un-clicked it).
+        """
+        if rating not in (-1, 0, 1):
+            raise AnalyticsError(f"rating must be +1, -1 or 0, not {rating!r}")
+        with self._connect() as db:
+            if not db.execute("SELECT 1 FROM questions WHERE id = ?", (int(question_id),)).fetchone():
+                raise AnalyticsError(f"no question with id {question_id} in the log")
+            if rating == 0:
+                db.execute("DELETE FROM feedback WHERE question_id = ?", (int(question_id),))
+                return
+            db.execute(
+                "INSERT INTO feedback(question_id, ts, rating, comment) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(question_id) DO UPDATE SET ts = excluded.ts, rating = excluded.rating,"
+                " comment = CASE WHEN excluded.comment != '' THEN excluded.comment ELSE feedback.comment END",
+                (int(question_id), self.clock(), int(rating), (comment or "").strip()[:MAX_COMMENT]))
+
+    def log_demo(self, question_id: int | None, demo_id: str, run_id: str, passed: bool | None) -> None:
+        """A demo launch (passed=None) or its end (True/False); calls with the same run_id update one row."""
+        if not demo_id or not run_id:
+            raise AnalyticsError("a demo run needs a demo id and a run id")
+        with self._connect() as db:
+            if question_id is not None and not db.execute(
+                    "SELECT 1 FROM questions WHERE id = ?", (int(question_id),)).fetchone():
+                question_id = None          # purged or unknown: keep the run, drop the link
+            db.execute(
+                "INSERT INTO demo_runs(run_id, question_id, ts, demo_id, passed) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id) DO UPDATE SET passed = COALESCE(excluded.passed, demo_runs.passed),"
+                " question_id = COALESCE(demo_runs.question_id, excluded.question_id)",
+                (str(run_id), question_id, self.clock(), str(demo_id), None if passed is None else int(passed)))
+
+    # ---- retention ----------------------------------------------------------------------------------
+    def purge(self, days: float | None = None) -> int:
+        """Delete questions (with their feedback) and demo runs older than `days` (default: the retention)."""
+        days = self.retention_days if days is None else days
+        self._last_purge = self.clock()
+        if days is None:
+            return 0
+        cutoff = self.clock() - days * 86400.0
+        with self._connect() as db:
+            n = db.execute("DELETE FROM questions WHERE ts < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM demo_runs WHERE ts < ?", (cutoff,))
+        return n
+
+    def _maybe_purge(self) -> None:
+        if self.retention_days is not None and self.clock() - self._last_purge >= PURGE_EVERY_S:
+            self.purge()
+
+    # ---- reading ------------------------------------------------------------------------------------
+    def _since(self, days: float | None) -> float | None:
+        return None if days is None else self.clock() - days * 86400.0
+
+    def questions(self, days: float | None = None) -> list[dict]:
+        """Every question in the window, oldest first, with its feedback and demo runs."""
+        since = self._since(days)
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT q.id, q.ts, q.question, q.answerable, q.citations, q.mode, q.article, q.answer,"
+                " f.rating, f.comment FROM questions q LEFT JOIN feedback f ON f.question_id = q.id"
+                " WHERE q.ts >= ? ORDER BY q.ts, q.id", (since if since is not None else 0.0,)).fetchall()
+            runs: dict[int, list[dict]] = {}
+            for qid, demo_id, run_id, passed in db.execute(
+                    "SELECT question_id, demo_id, run_id, passed FROM demo_runs WHERE question_id IS NOT NULL"
+                    " ORDER BY ts"):
+                runs.setdefault(qid, []).append(
+                    {"demo": demo_id, "run_id": run_id, "passed": None if passed is None else bool(passed)})
+        return [{"id": qid, "time": iso(ts), "question": q, "answerable": bool(ok),
+                 "citations": [{"slug": s, "anchor": a} for s, a in json.loads(cits)], "mode": mode,
+                 "article": article, "answer": answer, "rating": rating, "comment": comment or "",
+                 "demos": runs.get(qid, [])}
+                for qid, ts, q, ok, cits, mode, article, answer, rating, comment in rows]
+
+    def report(self, days: float | None = None, limit: int = 20) -> Report:
+        """Top and refused questions, cited articles, feedback and demo pass/fail in the last `days`."""
+        since = self._since(days)
+        lo = since if since is not None else 0.0
+        rows = self.questions(days)
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(normalize(r["question"]), []).append(r)
+
+        def stat(items: list[dict], refused: bool) -> QuestionStat:
+            arts: list[str] = []
+            for r in items:
+                slugs = [c["slug"] for c in r["citations"]] if not refused else [r["article"]]
+                arts += [s for s in slugs if s and s not in arts]
+            return QuestionStat(items[-1]["question"], len(items), items[-1]["time"],
+                                sum(r["answerable"] for r in items), arts)
+
+        def ranked(stats: list[QuestionStat]) -> list[QuestionStat]:
+            return sorted(stats, key=lambda s: (s.count, s.last_asked), reverse=True)[:limit]
+
+        top = ranked([stat(items, False) for items in groups.values()])
+        refused = ranked([stat([r for r in items if not r["answerable"]], True)
+                          for items in groups.values() if any(not r["answerable"] for r in items)])
+        cited: dict[str, int] = {}
+        for r in rows:
+            for slug in dict.fromkeys(c["slug"] for c in r["citations"]):
+                cited[slug] = cited.get(slug, 0) + 1
+        feedback = [FeedbackItem(r["id"], r["time"], r["question"], r["rating"], r["comment"])
+                    for r in reversed(rows) if r["rating"] is not None]
+        feedback.sort(key=lambda f: f.rating)        # stable: 👎 first, newest first within each
+        with self._connect() as db:
+            demo_rows = db.execute(
+                "SELECT demo_id, COUNT(*), SUM(passed = 1), SUM(passed = 0), SUM(passed IS NULL)"
+                " FROM demo_runs WHERE ts >= ? GROUP BY demo_id ORDER BY COUNT(*) DESC, demo_id", (lo,)).fetchall()
+        answered = sum(r["answerable"] for r in rows)
+        return Report(
+            since=None if since is None else iso(since), questions=len(rows), answered=answered,
+            refused=len(rows) - answered, refusal_rate=round((len(rows) - answered) / len(rows), 4) if rows else 0.0,
+            feedback_up=sum(f.rating > 0 for f in feedback), feedback_down=sum(f.rating < 0 for f in feedback),
+            top_questions=top, refused_questions=refused,
+            cited_articles=sorted(cited.items(), key=lambda kv: (-kv[1], kv[0]))[:limit],
+            feedback=feedback[:limit],
+            demos=[DemoStat(d, n, int(p or 0), int(f or 0), int(u or 0)) for d, n, p, f, u in demo_rows])
+
+    CSV_FIELDS = ("id", "time", "question", "answerable", "cited_articles", "mode", "article", "rating",
+                  "comment", "demos")
+
+    def export_csv(self, out: str | Path | IO[str], days: float | None = None) -> int:
+        """One row per question (UTF-8 with BOM so Excel shows the Chinese); returns the number of rows.
+
+        Cells that a spreadsheet would run as a formula are neutralised (kb.security.csv_cell).
+        """
+        from kb.security import csv_cell
+        rows = self.questions(days)
+
+        def write(f: IO[str]) -> None:
+            w = csv.writer(f)
+            w.writerow(self.CSV_FIELDS)
+            for r in rows:
+                cited = " ".join(dict.fromkeys(f"{c['slug']}#{c['anchor']}" if c["anchor"] else c["slug"]
+                                               for c in r["citations"]))
+                demos = " ".join(f"{d['demo']}:{'running' if d['passed'] is None else 'pass' if d['passed'] else 'fail'}"
+                                 for d in r["demos"])
+                w.writerow([csv_cell(v) for v in (
+                    r["id"], r["time"], r["question"], int(r["answerable"]), cited, r["mode"], r["article"],
+                    "" if r["rating"] is None else r["rating"], r["comment"], demos)])
+
+        if isinstance(out, (str, Path)):
+            with open(out, "w", encoding="utf-8-sig", newline="") as f:
+                write(f)
+        else:
+            write(out)
+        return len(rows)
+
+
+def open_log(config) -> QuestionLog:
+    """The question log of a configuration: `<home>/analytics.sqlite3` with its retention."""
+    days = config.log_retention_days
+    return QuestionLog(Path(config.home) / ANALYTICS_FILE, retention_days=days if days > 0 else None)
+
+
+def format_report(r: Report) -> str:
+    """The report as plain text for the terminal (`kb report`)."""
+    window = f"自 {r.since} 起" if r.since else "全部记录"
+    lines = [f"问答统计（{window}）：{r.questions} 个问题，回答 {r.answered}，未能回答 {r.refused}"
+             f"（{r.refusal_rate:.0%}），👍 {r.feedback_up} 👎 {r.feedback_down}"]
+
+    def table(title: str, stats: list[QuestionStat], empty: str) -> None:
+        lines.extend(["", title])
+        if not stats:
+            lines.append(f"  {empty}")
+        for s in stats:
+            arts = f"  [{', '.join(s.articles)}]" if s.articles else ""
+            lines.append(f"  {s.count:>4}×  {s.question}  (最近 {s.last_asked}){arts}")
+
+    table("热门问题：", r.top_questions, "（还没有问题）")
+    table("未能回答的问题（博客还没有写到的内容）：", r.refused_questions, "（没有）")
+    lines.extend(["", "被引用的文章："] + [f"  {n:>4}×  {slug}" for slug, n in r.cited_articles]
+                 + ([] if r.cited_articles else ["  （没有）"]))
+    lines.extend(["", "读者反馈："] + [f"  {'👍' if f.rating > 0 else '👎'} #{f.question_id} {f.time}  {f.question}"
+                                     + (f"  —— {f.comment}" if f.comment else "") for f in r.feedback]
+                 + ([] if r.feedback else ["  （没有）"]))
+    lines.extend(["", "演示运行："] + [f"  {d.demo_id:<16} 启动 {d.launched}，通过 {d.passed}，失败 {d.failed}，"
+                                     f"未结束 {d.unfinished}" for d in r.demos] + ([] if r.demos else ["  （没有）"]))
+    return "\n".join(lines)
