@@ -4,6 +4,7 @@ On the questions of one split of the dev set (default: the held-out "test" split
 ("default" = kb.compose with the calibrated refusal, "baseline" = the MMR composer and the hand-set thresholds
 it replaced), over the answerable questions:
   gold_recall        mean share of the question's gold fragments found in the answer (a refusal finds none)
+  gold_hit           share of answers containing at least one gold fragment (several golds are often alternatives)
   gold_precision     mean share of the answer's prose sentences that contain a gold fragment
   section_precision  mean share of the answer's prose sentences taken from a section holding a gold fragment
   key_term_recall    share of questions with a keyword (any of its keywords) in the answer text
@@ -21,9 +22,9 @@ from dataclasses import dataclass, field
 from kb.answer import answer
 from kb.compose import answer_elements, dangling_references
 from kb.evaluate import DevQuestion
-from kb.sentences import prefetch_queries
+from kb.sentences import prefetch_queries, warm_cache
 
-ANSWER_KEYS = ("gold_recall", "gold_precision", "section_precision", "key_term_recall", "unrelated_rate",
+ANSWER_KEYS = ("gold_recall", "gold_hit", "gold_precision", "section_precision", "key_term_recall", "unrelated_rate",
                "dangling", "median_chars", "compose_p50_ms", "refusal_rate", "false_refusal_rate")
 
 
@@ -34,6 +35,7 @@ class AnswerMetrics:
     answerable: int
     unanswerable: int
     gold_recall: float
+    gold_hit: float
     gold_precision: float
     section_precision: float
     key_term_recall: float
@@ -58,7 +60,9 @@ def _mean(xs) -> float:
 def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> AnswerMetrics:
     part = [q for q in questions if split == "all" or q.split == split]
     prefetch_queries(kb, [q.question for q in part])
-    rec, prec, sec_prec, kw, chars, times = [], [], [], [], [], []
+    # Warm: every indexed sentence embedded once, as the app does in the background after start.
+    warm_cache(kb.embedder, [s.text for a in kb.articles.values() for s in a.sections])
+    rec, hit, prec, sec_prec, kw, chars, times = [], [], [], [], [], [], []
     by_type: dict[str, list[float]] = {}
     unrelated, dangling, missed, wrong = [], [], [], []
     refused_ok = refused_wrong = 0
@@ -73,6 +77,7 @@ def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default"
             refused_wrong += 1
             wrong.append(q.id)
             rec.append(0.0)
+            hit.append(0.0)
             kw.append(0.0)
             by_type.setdefault(q.qtype or "?", []).append(0.0)
             missed.append(q.id)
@@ -82,6 +87,7 @@ def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default"
         whole = "\n".join(t for _, t in elements)
         r = _mean(g in whole for g in q.gold) if q.gold else 1.0
         rec.append(r)
+        hit.append(float(any(g in whole for g in q.gold)) if q.gold else 1.0)
         by_type.setdefault(q.qtype or "?", []).append(r)
         if r < 1:
             missed.append(q.id)
@@ -102,7 +108,7 @@ def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default"
     nu = len(part) - na
     return AnswerMetrics(
         name=composer, split=split, answerable=na, unanswerable=nu,
-        gold_recall=_mean(rec), gold_precision=_mean(prec), section_precision=_mean(sec_prec),
+        gold_recall=_mean(rec), gold_hit=_mean(hit), gold_precision=_mean(prec), section_precision=_mean(sec_prec),
         key_term_recall=_mean(kw), unrelated_rate=len(unrelated) / na if na else 0.0, dangling=len(dangling),
         median_chars=float(statistics.median(chars)) if chars else 0.0,
         compose_p50_ms=float(statistics.median(times)) if times else 0.0,
@@ -114,9 +120,9 @@ def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default"
 def format_answer_table(results: list[AnswerMetrics]) -> str:
     def f(x):
         return "—" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
-    head = ["composer", "gold recall", "gold prec.", "section prec.", "key terms", "unrelated", "dangling",
+    head = ["composer", "gold recall", "gold hit", "gold prec.", "section prec.", "key terms", "unrelated", "dangling",
             "median chars", "compose p50 ms", "refused (oos)", "false refusals"]
-    rows = [[m.name, f(m.gold_recall), f(m.gold_precision), f(m.section_precision), f(m.key_term_recall),
+    rows = [[m.name, f(m.gold_recall), f(m.gold_hit), f(m.gold_precision), f(m.section_precision), f(m.key_term_recall),
              f(m.unrelated_rate), f(m.dangling), f"{m.median_chars:.0f}", f"{m.compose_p50_ms:.1f}",
              f(m.refusal_rate), f(m.false_refusal_rate)] for m in results]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]

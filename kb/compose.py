@@ -5,7 +5,8 @@
 
 The question's type (`question_type`: what / why / how / diff / code / formula) shapes the answer. Every prose
 sentence of the sections of the top hits is scored
-    r(s) = 0.65 · cos(q, s) + 0.15 · cos(q, chunk) + 0.20 · lexical(q, s) + type bonus + rank prior,
+    r(s) = 0.65 · cos(q, s) + 0.15 · cos(q, chunk) + 0.20 · lexical(q, s) + type bonus + rank prior
+           + article prior (the top hit's article),
 where lexical is the IDF-free share of the question's content words the sentence contains and the type bonus
 rewards a definition for 是什么, a cause for 为什么, a command or inline code for 怎么/代码, a formula or a
 number for 公式/多少, a contrast for 区别. The best sentence opens the answer; more sentences of its section
@@ -48,19 +49,20 @@ _TYPE_BONUS = {
     "diff": re.compile(r"区别|不同|而|相比|则|前者|后者|差异|不是|而是|但"),
 }
 TYPE_BONUS = 0.03
-RANK_PRIOR = (0.03, 0.015, 0.0, 0.0)     # favours the best-ranked sections (retrieval's hit@1 is ~0.95)
+RANK_PRIOR = (0.06, 0.03, 0.01, 0.0)     # favours the best-ranked sections (retrieval's hit@1 is ~0.95)
+ARTICLE_PRIOR = 0.04                     # favours the top hit's article: another article must clearly win
 MAX_SECTIONS = 4
 FLOOR = 0.08
 CLOSE_SAME = 0.04
-CLOSE_OTHER = 0.015
+CLOSE_OTHER = 0.01
 MIN_CHARS = 120
 MAX_CHARS = 450
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
                         r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其|该|此|"
                         r"两者|二者|前者|后者|上述|对应地|相应地|类似地)")
-FORWARD = re.compile(r"[：:]\s*$|下面的|下面这|如下|下例|下表|下图|以下|这张表|下面是|见下")
-BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是：:]|可以看到|"
+FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下表|下图|以下|这张表|下面是|见下")
+BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
 
 
@@ -142,7 +144,8 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
         lexical = sum(w in text for w in words) / len(words) if words else 0.0
         r = 0.65 * float(cos) + 0.15 * cands[c][2] + 0.20 * lexical
         r += TYPE_BONUS if bonus is not None and bonus.search(u.text) else 0.0
-        rel[(c, u.index)] = r + RANK_PRIOR[min(c, len(RANK_PRIOR) - 1)]
+        same = hits[cands[c][0]].chunk.slug == hits[cands[0][0]].chunk.slug
+        rel[(c, u.index)] = r + RANK_PRIOR[min(c, len(RANK_PRIOR) - 1)] + (ARTICLE_PRIOR if same else 0.0)
 
     # The opening sentence: the best one that can stand on its own (with what it brings).
     groups = {k: _group(cands[k[0]][1], k[1]) for k in rel}
@@ -187,6 +190,14 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
         i += 1
         if (best[0], i) in rel and groups[(best[0], i)] is not None and (best[0], i) not in used:
             take((best[0], i))
+
+    # Still too short: the best sentences of the next sections of the same article (its subsections, usually).
+    slug = hits[cands[best[0]][0]].chunk.slug
+    for k in ranked:
+        if plan.prose_chars >= MIN_CHARS:
+            break
+        if k[0] not in chosen and len(chosen) < 3 and hits[cands[k[0]][0]].chunk.slug == slug:
+            take(k)
 
     # Answer order: the opening group, the rest of its section in source order, then the other sections.
     for c in [best[0], *[c for c in chosen if c != best[0]]]:

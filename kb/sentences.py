@@ -93,7 +93,8 @@ def section_units(text: str) -> list[Unit]:
             units.append(Unit(len(units), "block", raw))
             continue
         sentence = _LIST_MARK.sub("", raw).strip()
-        kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") else "prose"
+        # Too short, a heading, or a question the article asks (its answer follows; the question is none).
+        kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") or sentence.endswith(("？", "?")) else "prose"
         units.append(Unit(len(units), kind, sentence))
     flush()
     return units
