@@ -28,6 +28,7 @@ from kb.embedding import Embedder, make_embedder
 from kb.errors import ArticleError, IndexError_, IndexMissing, KBError
 from kb.indexing import IndexSummary, Progress, update_index
 from kb.retrieval import HybridRetriever, SearchResult, clean_question
+from kb.warm_start import BuildProgress
 
 log = logging.getLogger("kb")
 
@@ -52,6 +53,11 @@ class KnowledgeBase:
         self._errors: list[ArticleError] = []
         self._index: store.VectorIndex | None = None
         self._retriever: HybridRetriever | None = None
+        # While a first index builds in the background (kb/warm_start.py): a BM25-only retriever, and the
+        # model-free embedder the answers use meanwhile. Both None once the semantic index serves.
+        self._interim: HybridRetriever | None = None
+        self._stand_in: Embedder | None = None
+        self.progress = BuildProgress()
         self.notices: list[str] = []           # index problems found and repaired, for the CLI / app to show
 
     # Articles -----------------------------------------------------------------------------------------
@@ -92,52 +98,101 @@ class KnowledgeBase:
 
     @property
     def embedder(self) -> Embedder:
-        """The embedder of this knowledge base (answers can embed sentences with it)."""
+        """The embedder answers score sentences with: the model's, or a model-free stand-in while a first
+        index builds in the background (kb/warm_start.py)."""
+        return self._stand_in or self.model_embedder
+
+    @property
+    def model_embedder(self) -> Embedder:
+        """The embedding model of this knowledge base (what the index is built with)."""
         if self._embedder is None:
             self._embedder = make_embedder(self.config)
         return self._embedder
 
     def index(self, rebuild: bool = False, progress: Progress | None = None) -> IndexSummary:
         """Bring the index up to date with the articles folder (incremental unless `rebuild`)."""
-        self.reload_articles()
-        index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.embedder,
-                                      rebuild=rebuild, progress=progress)
-        if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
-            self._notice(summary.reason + "; rebuilt it")
+        index, summary = self.build(rebuild=rebuild, progress=progress)
         self._set_index(index)
         return summary
 
+    def build(self, rebuild: bool = False, progress: Progress | None = None) -> tuple[store.VectorIndex, IndexSummary]:
+        """`index` without serving the result: the new index is saved and returned (see `activate`)."""
+        self.reload_articles()
+        index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.model_embedder,
+                                      rebuild=rebuild, progress=progress)
+        if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
+            self._notice(summary.reason + "; rebuilt it")
+        return index, summary
+
+    def activate(self, index: store.VectorIndex) -> None:
+        """Serve `index` (hybrid) from the next search on, ending BM25-only serving."""
+        self._set_index(index)
+        self._interim = self._stand_in = None
+
+    def serve_interim(self, retriever: HybridRetriever, stand_in: Embedder) -> None:
+        """Serve `retriever` (BM25-only) and answer with `stand_in` until `activate`."""
+        self._interim, self._stand_in = retriever, stand_in
+
+    @property
+    def semantic_ready(self) -> bool:
+        """Whether searches are hybrid (False while a first index builds in the background)."""
+        return self._interim is None
+
+    def index_sentences(self, index: store.VectorIndex | None = None, progress: Progress | None = None):
+        """Embed the answer sentences of the index's chunks that are not stored yet, store them beside the
+        index (kb/sentence_store.py) and load them into the answer cache; returns a SentenceSummary."""
+        from kb import sentence_store
+        index = index or self.loaded_index()
+        return sentence_store.update(self.config.home, self.model_embedder, [c.text for c in index.chunks], progress)
+
     def _set_index(self, index: store.VectorIndex) -> None:
+        from kb import sentence_store
         self._index = index
         self._retriever = None
+        sentence_store.preload(self.config.home, self.model_embedder.model_id)
 
     def _notice(self, message: str) -> None:
         log.warning(message)
         self.notices.append(message)
 
+    def try_load(self) -> str | None:
+        """Load the index from disk and serve it if it is usable: None; otherwise the reason it is not
+        (a corrupted index or one built for another model or chunker is also reported in `notices`)."""
+        try:
+            index = store.load(self.config.home)
+        except IndexMissing as exc:
+            return str(exc)
+        except IndexError_ as exc:
+            self._notice(f"{exc}; rebuilding the index")
+            return str(exc)
+        m, e = index.manifest, self.model_embedder
+        if (m.model, m.passage_prompt) != (e.model_id, e.passage_prompt) or m.chunker != self.config.chunker:
+            message = (f"the index in {self.config.home} was built with model {m.model} and chunker {m.chunker}, "
+                       f"the configuration asks for {e.model_id} and {self.config.chunker}")
+            self._notice(f"{message}; rebuilding the index")
+            return message
+        self._set_index(index)
+        return None
+
     def loaded_index(self) -> store.VectorIndex:
-        """The index, loaded once; built when missing, rebuilt (with a notice) when unusable."""
+        """The index, loaded once; built when missing, rebuilt (with a notice) when unusable. While a first
+        index builds in the background, the chunks being indexed (BM25 serves them)."""
+        interim = self._interim
+        if self._index is None and interim is not None:
+            return interim.index
         if self._index is None:
-            try:
-                index = store.load(self.config.home)
-                m = index.manifest
-                if (m.model, m.passage_prompt) != (self.embedder.model_id, self.embedder.passage_prompt) \
-                        or m.chunker != self.config.chunker:
-                    raise IndexError_(f"the index in {self.config.home} was built with model {m.model} and "
-                                      f"chunker {m.chunker}, the configuration asks for {self.embedder.model_id} "
-                                      f"and {self.config.chunker}")
-                self._set_index(index)
-            except IndexMissing:
-                self.index()
-            except IndexError_ as exc:
-                self._notice(f"{exc}; rebuilding the index")
-                self.index(rebuild=True)
+            missing = not store.exists(self.config.home)
+            if self.try_load() is not None:
+                self.index(rebuild=not missing)
         return self._index
 
     @property
     def retriever(self) -> HybridRetriever:
+        interim = self._interim
+        if interim is not None:
+            return interim
         if self._retriever is None:
-            self._retriever = HybridRetriever(self.loaded_index(), self.embedder, self.config)
+            self._retriever = HybridRetriever(self.loaded_index(), self.model_embedder, self.config)
         return self._retriever
 
     def chunks(self, slug: str) -> list[Chunk]:
