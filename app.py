@@ -123,15 +123,18 @@ def prepare_index(kb: KnowledgeBase):
 
 
 def warm_up(state: ChatApp) -> threading.Thread:
-    """Load the model and the stored answer-sentence vectors (embedding and storing any missing ones) in
-    the background, so the first answers are fast. A first start's background build does this itself."""
+    """Answer one question in the background, then embed and store any answer sentences the index lacks,
+    so the first answers are fast (a first start's background build stores the sentences itself)."""
 
     def work():
         try:
-            if not state.kb.semantic_ready:
-                return
-            state.kb.search("预热")
-            state.kb.index_sentences()
+            from kb.answer import stream_answer
+            # One answer end to end (BM25-only while a first index builds): imports the demo registry,
+            # loads jieba and, once ready, the model, so the first reader's answer pays for none of it.
+            for _ in stream_answer(state.kb, "列表和元组有什么区别", []):
+                pass
+            if state.kb.semantic_ready:
+                state.kb.index_sentences()
         except Exception as exc:  # warming up is an optimisation: never take the app down
             print(f"warm-up skipped: {exc}", file=sys.stderr)
 

@@ -28,7 +28,7 @@ from kb.embedding import Embedder, make_embedder
 from kb.errors import ArticleError, IndexError_, IndexMissing, KBError
 from kb.indexing import IndexSummary, Progress, update_index
 from kb.retrieval import HybridRetriever, SearchResult, clean_question
-from kb.warm_start import BuildProgress
+from kb.warm_start import BuildProgress, Interim
 
 log = logging.getLogger("kb")
 
@@ -55,7 +55,7 @@ class KnowledgeBase:
         self._retriever: HybridRetriever | None = None
         # While a first index builds in the background (kb/warm_start.py): a BM25-only retriever, and the
         # model-free embedder the answers use meanwhile. Both None once the semantic index serves.
-        self._interim: HybridRetriever | None = None
+        self._interim: Interim | None = None
         self._stand_in: Embedder | None = None
         self.progress = BuildProgress()
         self.notices: list[str] = []           # index problems found and repaired, for the CLI / app to show
@@ -125,13 +125,16 @@ class KnowledgeBase:
         return index, summary
 
     def activate(self, index: store.VectorIndex) -> None:
-        """Serve `index` (hybrid) from the next search on, ending BM25-only serving."""
+        """Serve `index` (hybrid) from the next search on, ending BM25-only serving. The retriever is made
+        here, in the caller's thread, so the first hybrid search does not pay for it."""
         self._set_index(index)
+        self._retriever = HybridRetriever(index, self.model_embedder, self.config)
         self._interim = self._stand_in = None
 
-    def serve_interim(self, retriever: HybridRetriever, stand_in: Embedder) -> None:
-        """Serve `retriever` (BM25-only) and answer with `stand_in` until `activate`."""
-        self._interim, self._stand_in = retriever, stand_in
+    def serve_interim(self, interim: "Interim", stand_in: Embedder) -> None:
+        """Serve `interim`'s BM25-only retriever (searches wait until it is made) and answer with
+        `stand_in`, until `activate`."""
+        self._interim, self._stand_in = interim, stand_in
 
     @property
     def semantic_ready(self) -> bool:
@@ -179,7 +182,7 @@ class KnowledgeBase:
         index builds in the background, the chunks being indexed (BM25 serves them)."""
         interim = self._interim
         if self._index is None and interim is not None:
-            return interim.index
+            return interim.get().index
         if self._index is None:
             missing = not store.exists(self.config.home)
             if self.try_load() is not None:
@@ -190,7 +193,7 @@ class KnowledgeBase:
     def retriever(self) -> HybridRetriever:
         interim = self._interim
         if interim is not None:
-            return interim
+            return interim.get()
         if self._retriever is None:
             self._retriever = HybridRetriever(self.loaded_index(), self.model_embedder, self.config)
         return self._retriever

@@ -3,9 +3,9 @@
     progress = warm_start.start(kb)       # returns at once; progress.state: "building" -> "ready"
     kb.search("列表和元组有什么区别")        # BM25-only until the build is done, then hybrid, no restart
 
-`start` loads a usable index if there is one (ready at once). Otherwise it reads and chunks the articles
-(no model: well under a second), serves them with a BM25-only retriever, and starts one thread that
-loads the model (for ONNX, makes the ONNX file on first use), embeds the chunks, embeds and stores the
+`start` loads a usable index if there is one (ready at once). Otherwise it reads the articles and starts
+one thread that chunks them and builds the BM25-only retriever first (jieba over the corpus: seconds, no
+model; a search that comes earlier waits for it), serves that, then loads the model (for ONNX, makes the ONNX file on first use), embeds the chunks, embeds and stores the
 answer sentences (kb/sentence_store.py), and only then switches the knowledge base to the new index, so
 no answer ever waits for a vector. Until the switch, answers score their sentences with
 `LexicalEmbedder` (hashed words and character pairs: it needs no model, loads in no time and keeps an
@@ -26,12 +26,13 @@ import numpy as np
 from kb import index as store
 from kb.chunking import chunk_article
 from kb.embedding import Embedder
+from kb.errors import KBError
 from kb.retrieval import HybridRetriever
 from kb.text import tokenize
 
 log = logging.getLogger("kb")
 
-PHASES = {"model": "加载嵌入模型", "chunks": "向量化文章片段", "sentences": "向量化答案句子", "": "准备"}
+PHASES = {"bm25": "建立关键词索引", "model": "加载嵌入模型", "chunks": "向量化文章片段", "sentences": "向量化答案句子", "": "准备"}
 
 
 @dataclass
@@ -104,6 +105,27 @@ def lexical_retriever(kb) -> HybridRetriever:
     return HybridRetriever(index, LexicalEmbedder(), kb.config, dense=False)
 
 
+class Interim:
+    """The BM25-only retriever, made in the build thread (jieba over the corpus takes seconds) while the
+    server starts; a search that comes first waits for it."""
+
+    def __init__(self):
+        self._made = threading.Event()
+        self._retriever: HybridRetriever | None = None
+        self._error: BaseException | None = None
+
+    def set(self, retriever: HybridRetriever | None, error: BaseException | None = None) -> None:
+        self._retriever, self._error = retriever, error
+        self._made.set()
+
+    def get(self, timeout: float = 300) -> HybridRetriever:
+        if not self._made.wait(timeout):
+            raise KBError("关键词索引还没有建好，请稍后再试。")
+        if self._retriever is None:
+            raise KBError(f"关键词索引无法建立：{self._error}")
+        return self._retriever
+
+
 def start(kb, background: bool = True) -> BuildProgress:
     """Make `kb` answer now; build the semantic index in a thread when there is no usable one."""
     progress = kb.progress
@@ -113,18 +135,26 @@ def start(kb, background: bool = True) -> BuildProgress:
         return progress
     log.info("serving BM25 answers while the semantic index is built (%s)", reason)
     progress.state, progress.started, progress.error = "building", time.time(), None
-    progress.update("model", 0, 0)
-    kb.serve_interim(lexical_retriever(kb), LexicalEmbedder())
-    thread = threading.Thread(target=_build, args=(kb, progress), name="kb-index-build", daemon=True)
+    progress.update("bm25", 0, 0)
+    kb.reload_articles()                       # in this thread: the page lists the articles at once
+    interim = Interim()
+    kb.serve_interim(interim, LexicalEmbedder())
+    thread = threading.Thread(target=_build, args=(kb, progress, interim), name="kb-index-build", daemon=True)
     thread.start()
     if not background:
         thread.join()
     return progress
 
 
-def _build(kb, progress: BuildProgress) -> None:
+def _build(kb, progress: BuildProgress, interim: Interim) -> None:
     t0 = time.perf_counter()
     try:
+        try:
+            interim.set(lexical_retriever(kb))
+        except Exception as exc:
+            interim.set(None, exc)
+            raise
+        progress.update("model", 0, 0)
         kb.model_embedder.embed_query("预热")                  # loads the model (makes the ONNX file once)
         progress.update("chunks", 0, 0)
         index, summary = kb.build(progress=lambda done, total, message: progress.update("chunks", done, total))

@@ -3,6 +3,7 @@ and BM25 answers come at once, the chat page shows the semantic index's build pr
 hybrid when the build is done, with no restart. Prints the measured times."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from shared_app import free_port
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-sync"]
+ARTICLES = ("python-list-tuple.md", "python-gc.md", "python-generators.md")
 pytestmark = [pytest.mark.slow]
 
 
@@ -33,7 +35,12 @@ def status(base: str) -> dict:
 def app_process(tmp_path):
     port = free_port()
     home = tmp_path / "kb-home"
-    env = {**os.environ, "KB_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+    # Three real articles keep the build (real model, made from scratch) short; the flow is the same.
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    for name in ARTICLES:
+        shutil.copy(ROOT / "articles" / name, articles / name)
+    env = {**os.environ, "KB_HOME": str(home), "KB_ARTICLES": str(articles), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("KB_EMBED_BACKEND", None)
     log = open(tmp_path / "app.log", "wb")
@@ -89,6 +96,7 @@ def test_first_start_serves_bm25_at_once_then_hybrid(app_process):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(120_000)
             page.goto(base)
+            page.locator("#question textarea").wait_for(state="visible")
             notice = page.locator("#index-notice")
             notice.wait_for(state="visible")
             text = notice.inner_text()
