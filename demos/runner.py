@@ -81,6 +81,22 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+class RunnerUnavailable(RuntimeError):
+    """The runner cannot take runs now (the demo queue's broker is down); the message says why."""
+
+
+def make_runner(runs_dir: Path, max_concurrent: int = 2, broker_url: str | None = None,
+                max_queue: int | None = None, max_per_client: int | None = None):
+    """The local `Runner`, or with a broker URL (KB_DEMO_BROKER=redis://...) the Celery pool's
+    `demos.remote.RemoteRunner`: the same submit/RunHandle API and limits, the runs executed by
+    `python -m demos worker`."""
+    if broker_url:
+        from demos.remote import RemoteRunner
+        return RemoteRunner(runs_dir, broker_url, max_concurrent=max_concurrent, max_queue=max_queue,
+                            max_per_client=max_per_client)
+    return Runner(runs_dir, max_concurrent=max_concurrent, max_queue=max_queue, max_per_client=max_per_client)
+
+
 class RunHandle:
     """One run, queued, running or finished. Thread-safe; created by `Runner.submit` or `load_history`."""
 

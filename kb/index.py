@@ -81,6 +81,8 @@ class Manifest:
 class VectorIndex:
     """Chunks and their normalized vectors, row i of one being row i of the other."""
 
+    version: str | None = None     # a shared store's version this snapshot was read at (kb/store.py); None: files
+
     def __init__(self, chunks: list[Chunk], vectors: np.ndarray, manifest: Manifest):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(chunks), manifest.dimension)
         self.chunks = list(chunks)

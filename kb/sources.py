@@ -83,6 +83,11 @@ def find_posts(folder: str | Path) -> tuple[Layout, list[Path]]:
     return layout, files
 
 
+def posts_folder(folder: str | Path) -> Path:
+    """Where a new post of the tree at `folder` goes (an admin upload): Hexo's source/_posts, and so on."""
+    return find_posts(folder)[0].posts
+
+
 def split_front_matter(raw: str, path: str) -> tuple[dict, str, int]:
     """(fields, body, 1-based line of the body) for YAML `---` or TOML `+++` front matter, or none."""
     lines = raw.split("\n")

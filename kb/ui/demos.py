@@ -1,6 +1,7 @@
 """The 演示 tab: one form per demo (bounded inputs from its spec), the run panel and the run history.
 
-DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner and stream their view; the demo
+DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner (or the Celery pool's
+RemoteRunner, same API) and stream their view; the demo
 buttons under an answer (chat.py) use them too.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import html
 import gradio as gr
 
 from demos import present, registry
-from demos.runner import QueueFull
+from demos.runner import QueueFull, RunnerUnavailable
 from demos.spec import DemoParamError, DemoSpec
 from kb import security
 from kb.security import UnsafeInput
@@ -33,8 +34,10 @@ class DemoHandlers:
         except UnsafeInput as exc:
             raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo as exc:
-            raise refuse(html.escape(str(exc)[:300], quote=False), request, "demo") from None
+            raise refuse(f"没有这个演示：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
         except QueueFull as exc:
+            raise refuse(str(exc), request, "demo") from None
+        except RunnerUnavailable as exc:   # the Celery pool's broker is down: demos wait, answers go on
             raise refuse(str(exc), request, "demo") from None
         except (DemoParamError, ValueError, TypeError) as exc:
             raise refuse(f"参数有误：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
