@@ -247,17 +247,24 @@ class KnowledgeBase:
     def status(self) -> list[ArticleStatus]:
         """Per article: indexed, changed since indexing, new, deleted from the folder, or unreadable.
 
-        Reads the manifest only (no model load, no rebuild); an unusable index counts as none.
+        Reads the manifest and checks the stored files' checksums (no model load, no rebuild); an index
+        whose manifest cannot be read counts as none, one whose files fail their checksums is "corrupt".
         """
         self.reload_articles()
         try:
             entries = self.store.read_manifest().articles
         except IndexError_:
             entries = {}
+        corrupt = False
+        if entries:
+            try:
+                self.store.verify()
+            except IndexError_:
+                corrupt = True
         out = []
         for slug, a in self.articles.items():
             e = entries.get(slug)
-            state = "new" if e is None else "indexed" if e.hash == a.content_hash else "changed"
+            state = "new" if e is None else "corrupt" if corrupt else "indexed" if e.hash == a.content_hash else "changed"
             out.append(ArticleStatus(slug, a.title, state, len(e.chunk_ids) if e else 0, str(a.path)))
         unreadable = {Path(err.path).name: err for err in self._errors}
         for name, err in unreadable.items():

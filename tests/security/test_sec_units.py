@@ -277,3 +277,34 @@ def test_middleware_refuses_foreign_files_without_naming_them(tmp_path):
     assert "/etc" not in r.text and seen == [], "the app never saw the request"
     good = {"data": [{"path": str(tmp_path / "f.md"), "meta": {"_type": "gradio.FileData"}}, "问题"]}
     assert client.post("/gradio_api/call/x", json=good).json() == {"event_id": "1"} and seen == [good]
+
+
+def test_follow_up_turns_from_gradio6_content_parts():
+    """The browser sends each message's content as a list of parts; the turns must still be read."""
+    from kb.ui.chat import _turns
+
+    history = [{"role": "user", "content": [{"type": "text", "text": "什么是 C3 线性化？"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "C3 线性化……"}, {"type": "file", "file": {}}]},
+               {"role": "user", "content": "&lt;b&gt;列表&lt;/b&gt;"}, {"role": "assistant", "content": {"type": "text", "text": "答"}}]
+    assert _turns(history) == [("什么是 C3 线性化？", "C3 线性化……"), ("<b>列表</b>", "答")]
+    many = [m for i in range(1000) for m in ({"role": "user", "content": f"问{i}"}, {"role": "assistant", "content": "答"})]
+    assert _turns(many, max_turns=3) == [("问997", "答"), ("问998", "答"), ("问999", "答")]
+    assert _turns("not a list") == [] and _turns([None, 5, {"role": "user"}]) == []
+
+
+def test_status_calls_a_checksum_corrupt_index_corrupt(tmp_path):
+    from kb.config import Config
+    from kb.embedding import FakeEmbedder
+    from kb.engine import KnowledgeBase
+
+    arts = tmp_path / "articles"
+    arts.mkdir()
+    (arts / "python-list-tuple.md").write_bytes((Path(__file__).resolve().parents[2] / "articles" / "python-list-tuple.md").read_bytes())
+    kb = KnowledgeBase(Config(articles_dir=arts, home=tmp_path / "home"), embedder=FakeEmbedder())
+    kb.index()
+    assert [s.state for s in kb.status()] == ["indexed"]
+    vectors = next((tmp_path / "home").rglob("faiss.index"))
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    assert [s.state for s in kb.status()] == ["corrupt"], "a checksum mismatch is not 'indexed'"
