@@ -19,18 +19,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from demos.runner import Runner  # noqa: E402
+from demos.runner import make_runner  # noqa: E402
 from kb.config import Config  # noqa: E402
 from kb.engine import KnowledgeBase  # noqa: E402
 from kb.errors import KBError  # noqa: E402
+from kb import security  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
-from kb.ui import admin, api, articles, chat, demos  # noqa: E402
+from kb.security import LIMITS, Limits  # noqa: E402
+from kb.ui import admin, api, articles, chat, demos, index_status  # noqa: E402
 from kb.ui.state import ChatApp  # noqa: E402  (re-exported: tests and tools build the state from app)
 
 __all__ = ["ChatApp", "create_app", "create_server", "build_state", "main"]
@@ -45,10 +48,12 @@ CSS = """
 def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app: each tab builds its blocks, then each wires its events; `create_server` mounts it."""
     ui: dict = {}   # the components the tab modules share, by name
-    with gr.Blocks(title="技术博客知识库") as demo:
+    # Gradio's upload cache: files older than a day are deleted hourly (the whole cache at restart).
+    with gr.Blocks(title="技术博客知识库", delete_cache=(3600, 86400)) as demo:
         ui["article_state"] = gr.State("")
         ui["article_param"] = gr.Textbox(visible=False)   # filled from ?article= in the browser
         ui["banner"] = gr.HTML(visible=False)
+        index_status.create_ui(ui, state)        # the build notice while a first index builds
         with gr.Tabs():
             chat.create_ui(ui)
             articles.create_ui(ui, list(state.kb.articles.values()))
@@ -59,6 +64,7 @@ def create_app(state: ChatApp) -> gr.Blocks:
         demos.create_event_handlers(state, ui, demo)
         admin.create_event_handlers(state, ui, demo)
         chat.create_load_handlers(state, ui, demo)
+        index_status.create_event_handlers(state, ui, demo)
         api.create_endpoints(state)
     return demo
 
@@ -75,11 +81,32 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
 
     server = FastAPI()
     add_routes(server, state.kb)
+    index_status.add_route(server, state.kb)
     add_widget_routes(server, state.kb)
     blocks = create_app(state)
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
-    return gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
-                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
+                              footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
+    # Gradio checks that a file input's path was uploaded by the client (lies in its upload cache) only for
+    # a launched app; a mounted one skips the check and copies any server file a client names into the
+    # cache. The flag is what launch() sets, and the check is its only reader (gradio 6.31). The admin's
+    # upload handler checks the path itself as well (kb.security.uploaded_file).
+    blocks.has_launched = True
+    arity = {fn.api_name: len(fn.inputs) for fn in blocks.fns.values() if isinstance(fn.api_name, str)}
+    add_security(app, state.limits, state.kb.config.site_url, arity)
+    return app
+
+
+def add_security(app, limits: Limits = LIMITS, site_url: str | None = None,
+                 api_arity: dict[str, int] | None = None) -> None:
+    """CSP on every response (frame-ancestors: this origin, the blog's (KB_SITE_URL) and KB_FRAME_ANCESTORS;
+    article pages allow same-origin script files only), nosniff, a cap on request bodies, file payloads only
+    from gradio's upload cache, and an unknown API name answered 404, not 500 (kb/security_http.py)."""
+    from kb.security_http import SecurityMiddleware
+
+    ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"), site_url)
+    app.add_middleware(SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes,
+                       upload_folder=gr.utils.get_upload_folder(), api_arity=api_arity)
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:
@@ -89,40 +116,37 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     config = config or Config.from_env()
     # The retrieval's question vector is reused to score answer sentences.
     kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
-    runner = Runner(runs_dir, max_concurrent=max_demos)
+    # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
+    runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"),
+                         max_queue=LIMITS.demo_queue_max, max_per_client=LIMITS.demo_per_client)
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
-def prepare_index(kb: KnowledgeBase) -> None:
-    """First start: build the index with a progress bar in the terminal; later starts only load it."""
-    from kb import index as store
+def prepare_index(kb: KnowledgeBase):
+    """Serve at once: load the index if usable, else build it in the background while BM25 answers
+    (kb/warm_start.py; the page shows the progress). Returns the BuildProgress."""
+    from kb import warm_start
 
-    if store.exists(kb.config.home):
-        kb.loaded_index()
-        return
-    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.config.home}）…", file=sys.stderr, flush=True)
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="片段", desc="建立索引", file=sys.stderr)
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total, bar.n = total, done
-        bar.set_postfix_str(message[-30:], refresh=True)
-
-    summary = kb.index(progress=progress)
-    bar.close()
-    for line in summary.lines():
-        print(f"  {line}", file=sys.stderr)
+    progress = warm_start.start(kb)
+    if progress.state == "building":
+        print(f"首次启动：正在后台为 {kb.config.articles_dir} 建立语义索引（{kb.store.describe()}）；"
+              f"在此期间回答只用关键词检索，进度显示在页面上。", file=sys.stderr, flush=True)
+    return progress
 
 
 def warm_up(state: ChatApp) -> threading.Thread:
-    """Load the model and embed every sentence in the background so the first answers are fast."""
-    from kb.sentences import warm_cache
+    """Answer one question in the background, then embed and store any answer sentences the index lacks,
+    so the first answers are fast (a first start's background build stores the sentences itself)."""
 
     def work():
         try:
-            state.kb.search("预热")
-            warm_cache(state.kb.embedder, (c.text for c in state.kb.loaded_index().chunks))
+            from kb.answer import stream_answer
+            # One answer end to end (BM25-only while a first index builds): imports the demo registry,
+            # loads jieba and, once ready, the model, so the first reader's answer pays for none of it.
+            for _ in stream_answer(state.kb, "列表和元组有什么区别", []):
+                pass
+            if state.kb.semantic_ready:
+                state.kb.index_sentences()
         except Exception as exc:  # warming up is an optimisation: never take the app down
             print(f"warm-up skipped: {exc}", file=sys.stderr)
 
@@ -153,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
+
+    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
         state = build_state(args.runs_dir, args.max_demos)

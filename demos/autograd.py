@@ -75,6 +75,23 @@ def bad_square():
     return BadSquare
 
 
+def nonscalar_backward() -> tuple[str | None, list[float]]:
+    """The article's edge: backward() on a non-scalar output needs `gradient=v` and computes vᵀJ.
+    Returns (the error of the bare backward(), x.grad after backward(gradient=v))."""
+    import torch
+
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    y = x ** 2
+    try:
+        y.backward()
+        error = None
+    except RuntimeError as exc:
+        error = f"{type(exc).__name__} {exc}"
+    v = torch.tensor([1.0, 0.1, 0.01], dtype=torch.float64)
+    y.backward(gradient=v)
+    return error, x.grad.tolist()
+
+
 def run(report: Report, seed: int = 0, size: int = 4) -> None:
     import torch
 
@@ -142,20 +159,32 @@ def run(report: Report, seed: int = 0, size: int = 4) -> None:
     report.log(f"detach: same data_ptr {shares}, in-place change seen through x {seen_through_x}, "
                f"requires_grad {d.requires_grad}, grad of (d*x).sum() equals d: {detach_grad_err == 0}")
 
-    report.check("autograd 与解析梯度一致", err_auto <= TOL_AUTOGRAD, f"max abs diff {err_auto:.2e} ≤ {TOL_AUTOGRAD:g}")
-    report.check("中心有限差分与解析梯度一致", err_fd <= TOL_FINITE_DIFF, f"max abs diff {err_fd:.2e} ≤ {TOL_FINITE_DIFF:g}")
+    ns_error, ns_grad = nonscalar_backward()
+    report.log(f"non-scalar y = x**2: backward() -> {ns_error}; backward(gradient=v) -> x.grad = {ns_grad}")
+
+    report.check("autograd 与解析梯度一致", err_auto <= TOL_AUTOGRAD, f"max abs diff {err_auto:.2e} ≤ {TOL_AUTOGRAD:g} (oracle: the "
+                 f"hand-derived 2x sin x + x² cos x)")
+    report.check("中心有限差分与解析梯度一致", err_fd <= TOL_FINITE_DIFF, f"max abs diff {err_fd:.2e} ≤ {TOL_FINITE_DIFF:g} (oracle: the "
+                 f"hand-derived gradient; differences need no autograd)")
     report.check("gradcheck 通过，并能发现错误的 backward", gradcheck_ok is True and bad_caught,
-                 f"gradcheck(f) {gradcheck_ok}, gradcheck(BadSquare) {not bad_caught}")
+                 f"gradcheck(f) {gradcheck_ok}, gradcheck(BadSquare) {not bad_caught} (oracle: gradcheck's "
+                 f"own finite differences)")
     report.check("两次 backward 梯度累加为 2 倍，zero_() 清零", accum_err == 0 and bool((zeroed == 0).all()),
-                 f"max |twice - 2·once| = {accum_err}, zeroed all 0: {bool((zeroed == 0).all())}")
+                 f"max |twice - 2·once| = {accum_err}, zeroed all 0: {bool((zeroed == 0).all())} (oracle: "
+                 f"2 × the first gradient, exactly)")
     report.check("no_grad 下结果不需要梯度", y.requires_grad is False and y.grad_fn is None,
-                 f"requires_grad={y.requires_grad}, grad_fn={y.grad_fn}")
+                 f"requires_grad={y.requires_grad}, grad_fn={y.grad_fn} (oracle: the article: no history under no_grad)")
     report.check("需要梯度的叶子张量不能在图追踪时原地修改",
                  leaf_write == "a view of a leaf Variable that requires grad is being used in an in-place operation.",
-                 f"{leaf_write!r}")
+                 f"{leaf_write!r} (oracle: PyTorch's message quoted in the article)")
     report.check("detach 共享存储但切断计算图",
                  shares and seen_through_x and d.requires_grad is False and d.grad_fn is None and detach_grad_err == 0,
-                 f"shares storage {shares}, in-place visible {seen_through_x}, grad err {detach_grad_err}")
+                 f"shares storage {shares}, in-place visible {seen_through_x}, grad err {detach_grad_err} "
+                 f"(oracle: data_ptr equality; ∂(d·x)/∂x = d with d constant)")
+    report.check("非标量输出的 backward 需要 gradient=v，得到 vᵀJ",
+                 ns_error == "RuntimeError grad can be implicitly created only for scalar outputs"
+                 and ns_grad == [2.0, 0.4, 0.06],
+                 f"{ns_error!r}, x.grad = {ns_grad} (oracle: the article's output, vᵀ diag(2x) = [2, 0.4, 0.06])")
 
 
 def main(argv=None):

@@ -1,11 +1,12 @@
 """One DDP worker of the ddp-launch demo, plus the model, data and SGD step it shares with the reference run.
 
-torchrun starts this module once per process (`-m demos.ddp_worker`); it reads RANK/WORLD_SIZE/LOCAL_RANK
+torchrun starts this module once per process (`-m demos.ddp_worker`), or the launcher forks `main` through
+torch's elastic agent (the same agent torchrun runs); it reads RANK/WORLD_SIZE/LOCAL_RANK
 from the environment torchrun sets, trains a 2-layer MLP regression in float64 on a fixed synthetic dataset
 with a DistributedSampler, and after EVERY step all_gathers the flattened parameters of every rank and
 compares them bit for bit. Global rank 0 writes `record.json` (per-step losses, the bit-identity verdict,
-its parameters) that the launcher (`demos/ddp_launch.py`) compares with a single-process full-batch run
-built from the same `make_dataset`/`make_model`/`sgd_step` below.
+its parameters) that the launcher (`demos/ddp_launch.py`) compares with a single-process full-batch run that
+it writes itself, sharing no code with this module.
 
 Variants plant bugs the launcher's checks must catch: `no-ddp` (no DDP wrapper, so no gradient averaging),
 `same-shard` (every rank samples rank 0's shard), `crash-rank1` (rank 1 raises mid-run).
@@ -19,6 +20,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -70,8 +72,17 @@ def param_digest(flat: torch.Tensor) -> str:
 
 
 def say(line: str) -> None:
-    """One write(2) per line: lines from several ranks sharing a pipe never splice into each other."""
-    os.write(1, (line + "\n").encode())
+    """One write(2) per line: lines from several ranks sharing a pipe never splice into each other. With
+    DDP_DEMO_LOG set (the in-process launcher), the line is also appended to that file."""
+    data = (line + "\n").encode()
+    os.write(1, data)
+    log = os.environ.get("DDP_DEMO_LOG")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,12 +98,62 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@record  # torchrun then prints this rank's traceback in its failure summary
-def main(argv: list[str] | None = None) -> None:
+def ranks_identical(flat: torch.Tensor, world: int) -> tuple[bool, float]:
+    """The bit-identity check (checking code, never a mutation target): every rank's parameters all_gathered
+    and compared as raw 64-bit patterns; also the largest absolute difference to rank 0."""
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    bits = [t.view(torch.int64) for t in gathered]
+    identical = all(torch.equal(bits[0], b) for b in bits[1:])
+    max_diff = max(((t - gathered[0]).abs().max().item() for t in gathered[1:]), default=0.0)
+    return identical, max_diff
+
+
+def train(args: argparse.Namespace, rank: int, world: int, local_rank: int, device: torch.device) -> list[dict]:
+    """This rank's training loop: DistributedSampler shard, DDP-wrapped MLP, SGD; one record per step."""
     from torch.nn.parallel import DistributedDataParallel as DDP
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+    tag = f"[rank {rank}]"
+    x, y = make_dataset()
+    dataset = TensorDataset(x, y)
+    # Correct: each rank its own 1/world of the permutation. same-shard: everyone takes rank 0's part.
+    shard = 0 if args.variant == "same-shard" else rank
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=shard, shuffle=True, seed=args.seed)
+    loader = DataLoader(dataset, batch_size=args.global_batch // world, sampler=sampler, drop_last=True)
+    model = make_model(args.seed).to(device)
+    # DDP broadcasts rank 0's parameters at construction and averages gradients in backward().
+    net = model if args.variant == "no-ddp" else DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    opt = torch.optim.SGD(net.parameters(), lr=args.lr)
+    say(f"{tag} backend={args.backend} device={device} world={world} "
+        f"local_batch={args.global_batch // world} variant={args.variant}")
+
+    steps = []
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)  # same permutation on every rank, a new one each epoch
+        for xb, yb in loader:
+            step = len(steps)
+            if args.variant == "crash-rank1" and rank == 1 and step == CRASH_STEP:
+                raise RuntimeError(f"planted crash: rank 1 fails before step {step}")
+            local_loss = sgd_step(net, opt, xb.to(device), yb.to(device))
+            # The mean of the ranks' local losses is the global batch's loss (equal local batch sizes).
+            loss_t = torch.tensor([local_loss], dtype=torch.float64, device=device)
+            dist.all_reduce(loss_t)
+            flat = flat_params(model)
+            identical, max_diff = ranks_identical(flat, world)
+            say(f"{tag} epoch {epoch} step {step:2d} local_loss {local_loss:.6f} "
+                f"params {param_digest(flat)} ranks_identical={identical}")
+            steps.append({"epoch": epoch, "loss": loss_t.item() / world, "identical": identical,
+                          "max_rank_diff": max_diff, "params": flat.cpu().tolist()})
+    return steps
+
+
+@record  # torchrun then prints this rank's traceback in its failure summary
+def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    # A worker forked by the launcher inherits its Python SIGTERM handler, which cannot run while this rank
+    # waits inside a collective; the default action lets the agent stop a survivor at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     rank, world, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     tag = f"[rank {rank}]"
     if args.global_batch % world:
@@ -105,41 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group(args.backend, timeout=_dt.timedelta(seconds=args.timeout_s),
                             device_id=device if device.type == "cuda" else None)
     try:
-        x, y = make_dataset()
-        dataset = TensorDataset(x, y)
-        # Correct: each rank its own 1/world of the permutation. same-shard: everyone takes rank 0's part.
-        shard = 0 if args.variant == "same-shard" else rank
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=shard, shuffle=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=args.global_batch // world, sampler=sampler, drop_last=True)
-        model = make_model(args.seed).to(device)
-        # DDP broadcasts rank 0's parameters at construction and averages gradients in backward().
-        net = model if args.variant == "no-ddp" else DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
-        opt = torch.optim.SGD(net.parameters(), lr=args.lr)
-        say(f"{tag} backend={args.backend} device={device} world={world} "
-              f"local_batch={args.global_batch // world} variant={args.variant}")
-
-        steps = []
-        for epoch in range(args.epochs):
-            sampler.set_epoch(epoch)  # same permutation on every rank, a new one each epoch
-            for xb, yb in loader:
-                step = len(steps)
-                if args.variant == "crash-rank1" and rank == 1 and step == CRASH_STEP:
-                    raise RuntimeError(f"planted crash: rank 1 fails before step {step}")
-                local_loss = sgd_step(net, opt, xb.to(device), yb.to(device))
-                # The mean of the ranks' local losses is the global batch's loss (equal local batch sizes).
-                loss_t = torch.tensor([local_loss], dtype=torch.float64, device=device)
-                dist.all_reduce(loss_t)
-                # Bit-identity check: every rank's parameters, compared as raw 64-bit patterns.
-                flat = flat_params(model)
-                gathered = [torch.empty_like(flat) for _ in range(world)]
-                dist.all_gather(gathered, flat)
-                bits = [t.view(torch.int64) for t in gathered]
-                identical = all(torch.equal(bits[0], b) for b in bits[1:])
-                max_diff = max(((t - gathered[0]).abs().max().item() for t in gathered[1:]), default=0.0)
-                say(f"{tag} epoch {epoch} step {step:2d} local_loss {local_loss:.6f} "
-                      f"params {param_digest(flat)} ranks_identical={identical}")
-                steps.append({"epoch": epoch, "loss": loss_t.item() / world, "identical": identical,
-                              "max_rank_diff": max_diff, "params": flat.cpu().tolist()})
+        steps = train(args, rank, world, local_rank, device)
         if rank == 0:
             rec = {"world_size": world, "backend": args.backend, "device": str(device),
                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -16,6 +16,8 @@ from torch import nn
 
 from demos.diffusion import FLOAT, GaussianMixture
 
+SIGMA_RECORD_STEPS = 8
+
 
 class EDMPrecond(nn.Module):
     """D_θ(x; σ) = c_skip(σ) x + c_out(σ) F_θ(c_in(σ) x; c_noise(σ)) (Eq. 7) with F_θ a small MLP."""
@@ -33,15 +35,19 @@ class EDMPrecond(nn.Module):
         layers.append(nn.Linear(width, dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.to(torch.float32)
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1).expand(len(x), 1)
-        # Preconditioning, Table 1 (EDM column).
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """c_skip, c_out, c_in, c_noise at σ: preconditioning, Table 1 (EDM column)."""
         c_skip = self.sigma_data ** 2 / (sigma ** 2 + self.sigma_data ** 2)
         c_out = sigma * self.sigma_data / (sigma ** 2 + self.sigma_data ** 2).sqrt()
         c_in = 1 / (self.sigma_data ** 2 + sigma ** 2).sqrt()
         c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1).expand(len(x), 1)
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
         emb = c_noise * self.freqs
         F_x = self.net(torch.cat([c_in * x, c_noise, emb.sin(), emb.cos()], 1))
         D_x = c_skip * x + c_out * F_x
@@ -67,11 +73,16 @@ def draw_loss_terms(mixture: GaussianMixture, m: int, generator: torch.Generator
     return LossDraws(y.to(dtype), sigma.to(dtype), eps.to(dtype))
 
 
+def loss_weight(sigma, sigma_data: float = 0.5):
+    """λ(σ) = (σ² + σ_data²) / (σ σ_data)², Table 1: the weight that makes the effective weight λ c_out² = 1."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
 def edm_loss(denoise, draws: LossDraws, sigma_data: float = 0.5) -> torch.Tensor:
-    """λ(σ) ‖D(y + n; σ) − y‖² per sample, averaged over dimensions, λ(σ) = (σ² + σ_data²) / (σ σ_data)²."""
+    """λ(σ) ‖D(y + n; σ) − y‖² per sample, averaged over dimensions."""
     y, sigma = draws.y, draws.sigma
     n = draws.eps * sigma
-    weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    weight = loss_weight(sigma, sigma_data)
     D_yn = denoise(y + n, sigma)
     return (weight * (D_yn - y) ** 2).mean(1)
 
@@ -86,18 +97,23 @@ class TrainResult:
     steps: int
     seconds: float
     final_batch_loss: float
+    sigma_draws: torch.Tensor   # the σ of the first SIGMA_RECORD_STEPS batches, as trained on
 
 
 def train_denoiser(net: EDMPrecond, mixture: GaussianMixture, steps: int, generator: torch.Generator,
                    batch_size: int = 512, lr: float = 1e-2, P_mean: float = -1.2, P_std: float = 1.2,
                    log=None) -> TrainResult:
-    """Adam on the EDM loss with fresh mixture draws each step and a cosine learning-rate decay."""
+    """Adam on the EDM loss with fresh mixture draws each step and a cosine learning-rate decay. The σ of
+    the first SIGMA_RECORD_STEPS batches are returned, so the caller can test their distribution."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     start = time.perf_counter()
     loss = torch.zeros(())
+    recorded = []
     for step in range(steps):
         draws = draw_loss_terms(mixture, batch_size, generator, P_mean, P_std, dtype=torch.float32)
+        if step < SIGMA_RECORD_STEPS:
+            recorded.append(draws.sigma.detach().reshape(-1).to("cpu", torch.float64))
         loss = edm_loss(net, draws, net.sigma_data).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -105,4 +121,4 @@ def train_denoiser(net: EDMPrecond, mixture: GaussianMixture, steps: int, genera
         sched.step()
         if log is not None and (step + 1) % max(steps // 5, 1) == 0:
             log(f"train step {step + 1}/{steps}: batch loss {loss.item():.4f}")
-    return TrainResult(steps, time.perf_counter() - start, float(loss.detach()))
+    return TrainResult(steps, time.perf_counter() - start, float(loss.detach()), torch.cat(recorded))

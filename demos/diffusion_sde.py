@@ -105,7 +105,8 @@ def score(denoise, process, x: torch.Tensor, t: float) -> torch.Tensor:
 def sample_euler_maruyama(denoise, process, x: torch.Tensor, ts: torch.Tensor, generator: torch.Generator,
                           *, score_scale: float = 1.0, trajectory: list | None = None) -> torch.Tensor:
     """Reverse-time SDE dx = [f x − g² ∇log p_t] dt + g dw̄ (Anderson 1982) by Euler–Maruyama from ts[0]
-    down to ts[-1]. `score_scale` multiplies g² ∇log p_t (1 is the reverse SDE; planted bugs change it)."""
+    down to ts[-1]. `score_scale` multiplies g² ∇log p_t (1 is the reverse SDE; planted bugs change it).
+    `trajectory`, when given, receives x after each step (x at ts[1], ts[2], …), unscaled."""
     x = x.to(FLOAT)
     for t_cur, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
         h = t_cur - t_next  # > 0: time runs backwards
@@ -114,14 +115,15 @@ def sample_euler_maruyama(denoise, process, x: torch.Tensor, ts: torch.Tensor, g
         z = torch.randn(x.shape, generator=generator, dtype=FLOAT, device=x.device)
         x = x - drift * h + math.sqrt(process.g2(t_cur) * h) * z
         if trajectory is not None:
-            trajectory.append(x / process.s(t_next))
+            trajectory.append(x)
     return x
 
 
 def integrate_pf_ode(denoise, process, x: torch.Tensor, ts: torch.Tensor, *, score_scale: float = 0.5,
                      trajectory: list | None = None) -> torch.Tensor:
     """Probability-flow ODE dx/dt = f x − ½ g² ∇log p_t by Heun's method from ts[0] to ts[-1], in either
-    direction: decreasing times decode (sample), increasing times encode data into latents."""
+    direction: decreasing times decode (sample), increasing times encode data into latents. `trajectory`,
+    when given, receives x after each step, unscaled."""
     def velocity(x, t):
         return process.f(t) * x - score_scale * process.g2(t) * score(denoise, process, x, t)
 
@@ -134,5 +136,5 @@ def integrate_pf_ode(denoise, process, x: torch.Tensor, ts: torch.Tensor, *, sco
         d_prime = velocity(x_next, t_next)
         x = x + h * (0.5 * d_cur + 0.5 * d_prime)
         if trajectory is not None:
-            trajectory.append(x / process.s(t_next))
+            trajectory.append(x)
     return x

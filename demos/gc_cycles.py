@@ -53,6 +53,28 @@ def make_ring(size: int) -> list[weakref.ref]:
     return watchers
 
 
+class Resource:
+    """The article's PEP 442 example: a finalizer that reads its peer, which must still be intact."""
+
+    def __init__(self, name, events):
+        self.name, self.peer, self.events = name, None, events
+
+    def __del__(self):
+        self.events.append(f"__del__ {self.name}，对方是 {self.peer.name}")
+
+
+def finalizer_cycle() -> tuple[list[str], list[str], int, int]:
+    """Two Resources in a cycle, names deleted, then gc.collect() (call with automatic collection off).
+    Returns (events before collect, events after, collect()'s count, len(gc.garbage))."""
+    events: list[str] = []
+    x, y = Resource("x", events), Resource("y", events)
+    x.peer, y.peer = y, x
+    del x, y
+    before = list(events)
+    found = gc.collect()
+    return before, events, found, len(gc.garbage)
+
+
 def refcount_steps() -> list[int]:
     """The article's sequence: getrefcount counts its own argument too."""
     b = Box()
@@ -121,6 +143,11 @@ def run(report: Report, cycle_size: int = 2) -> None:
         report.metric("generations", path)
         report.log(f"generation of a new list: created {path[0]}, after collect(0) {path[1]}, "
                    f"after collect(1) {path[2]}, after collect(2) {path[3]}")
+
+        # PEP 442: a cycle whose objects define __del__ is finalized (peers intact) and freed, not leaked.
+        fin_before, fin_after, fin_found, garbage_len = finalizer_cycle()
+        report.log(f"cycle with __del__: before collect {fin_before}; collect() -> {fin_found}; {fin_after}; "
+                   f"len(gc.garbage) = {garbage_len}")
     finally:
         gc.set_threshold(*saved[1])
         gc.set_debug(saved[2])
@@ -128,17 +155,24 @@ def run(report: Report, cycle_size: int = 2) -> None:
             gc.enable()
     restored = (gc.isenabled(), gc.get_threshold(), gc.get_debug())
 
-    report.check("getrefcount 随引用增减", steps == [2, 3, 6, 2, 1], f"{steps} (expected [2, 3, 6, 2, 1])")
+    report.check("getrefcount 随引用增减", steps == [2, 3, 6, 2, 1], f"{steps} (oracle: the article's counts [2, 3, 6, 2, 1]: name + argument, +1 alias, "
+                 f"+3 slots, back, temporary)")
     report.check("关闭自动回收时，环在 del 之后仍存活", alive_after_del == cycle_size,
-                 f"{alive_after_del}/{cycle_size} alive")
+                 f"{alive_after_del}/{cycle_size} alive (oracle: weak references, which keep nothing alive)")
     report.check("gc.collect() 回收整个环", alive_after_collect == 0 and found >= cycle_size,
-                 f"collect() returned {found} (≥ {cycle_size}), {alive_after_collect} alive afterwards")
+                 f"collect() returned {found} (≥ {cycle_size}), {alive_after_collect} alive afterwards (oracle: weak "
+                 f"references all dead)")
     report.check("3.11 默认阈值 (700, 10, 10)，set_threshold 生效",
                  threshold == DEFAULT_THRESHOLD_311 and changed == (1000, 15, 15),
-                 f"{threshold}, then {changed}")
-    report.check("第 0/1 代回收计数器", counts == [(1, 0), (0, 1)], f"{counts} (expected [(1, 0), (0, 1)])")
-    report.check("存活对象逐代晋升 0 → 1 → 2", path == [0, 1, 2, 2], f"{path} (expected [0, 1, 2, 2])")
-    report.check("回收器状态已恢复", restored == saved, f"{restored} == {saved}")
+                 f"{threshold}, then {changed} (oracle: the 3.11 defaults quoted in the article)")
+    report.check("第 0/1 代回收计数器", counts == [(1, 0), (0, 1)], f"{counts} (oracle: the article's counter rules give [(1, 0), (0, 1)])")
+    report.check("存活对象逐代晋升 0 → 1 → 2", path == [0, 1, 2, 2], f"{path} (oracle: gc.get_objects(generation=g) membership, expected [0, 1, 2, 2])")
+    report.check("带 __del__ 的环（PEP 442）：collect 时才终结，对方仍完整，不进 gc.garbage",
+                 fin_before == [] and sorted(fin_after) == ["__del__ x，对方是 y", "__del__ y，对方是 x"]
+                 and fin_found >= 2 and garbage_len == 0,
+                 f"before collect {fin_before}, after {fin_after}, collect() {fin_found}, gc.garbage {garbage_len} "
+                 f"(oracle: the article's output, section 终结器与循环)")
+    report.check("回收器状态已恢复", restored == saved, f"{restored} == {saved} (oracle: the state saved first)")
 
 
 def main(argv=None):

@@ -51,6 +51,46 @@ def summarize(items):
     return f"共 {len(items)} 项，合计 {total}"
 
 
+def averager():
+    """The article's sub-generator: averages what is sent until None arrives, then returns the average."""
+    total, count = 0, 0
+    while True:
+        value = yield
+        if value is None:
+            break
+        total += value
+        count += 1
+    return total / count
+
+
+def delegator(results, name):
+    """`yield from` forwards send() to averager and receives its return value."""
+    result = yield from averager()
+    results[name] = result
+
+
+def flatten(items):
+    for item in items:
+        if isinstance(item, list):
+            yield from flatten(item)
+        else:
+            yield item
+
+
+def delegate_scores(scores) -> dict:
+    """Drive delegator as the article does: prime, send each score, send None."""
+    results = {}
+    gen = delegator(results, "math")
+    next(gen)
+    for score in scores:
+        gen.send(score)
+    try:
+        gen.send(None)
+    except StopIteration:
+        pass
+    return results
+
+
 def sum_list(n: int) -> int:
     return sum([x * x for x in range(n)])
 
@@ -133,23 +173,34 @@ def run(report: Report, n: int = 200_000) -> None:
     leftovers = list(gen)
     say(f"next() on the exhausted generator, twice -> {again}; list(gen) -> {leftovers}")
 
+    # yield from: send() reaches the sub-generator, its return value becomes the expression's value.
+    delegated = delegate_scores((90, 80, 100))
+    flat = list(flatten([1, [2, [3, 4], 5], [[6]], 7]))
+    say(f"delegator via yield from averager(): {delegated}; flatten -> {flat}")
+
     path = report.artifact("transcript.txt")
     path.write_text("\n".join(transcript) + "\n", encoding="utf-8")
 
-    report.check("两种写法的和相同", total_list == total_gen == sum(x * x for x in range(n)),
-                 f"{total_list} vs {total_gen}")
+    report.check("两种写法的和相同", total_list == total_gen == (n - 1) * n * (2 * n - 1) // 6,
+                 f"{total_list} vs {total_gen} (oracle: closed form (n−1)n(2n−1)/6)")
     report.check(f"生成器峰值内存至少小 {MIN_RATIO} 倍", ratio >= MIN_RATIO,
-                 f"list {list_peak} B / generator {gen_peak} B = {ratio:.0f}×")
-    report.check("send(None) 预激后返回 None", primed is None, f"{primed!r}")
+                 f"list {list_peak} B / generator {gen_peak} B = {ratio:.0f}× (oracle: tracemalloc peaks; a list of n ints "
+                 f"costs ≥ 8n bytes, a generator O(1))")
+    report.check("send(None) 预激后返回 None", primed is None, f"{primed!r} (oracle: the article: no yield has produced a value yet)")
     report.check("send 返回精确的累计平均值", averages == AVERAGE_EXPECTED,
-                 f"{averages} (expected {AVERAGE_EXPECTED})")
+                 f"{averages} (oracle: the averages of {AVERAGE_INPUTS} by hand, {AVERAGE_EXPECTED})")
     report.check("首次 send 非 None 值抛出 TypeError",
                  first_send_error == "can't send non-None value to a just-started generator",
-                 f"{first_send_error!r}")
+                 f"{first_send_error!r} (oracle: CPython's message, quoted in the article)")
     report.check("return 的值在 StopIteration.value 中",
-                 produced == [3, 4, 5] and returned == "共 3 项，合计 12", f"{produced}, {returned!r}")
+                 produced == [3, 4, 5] and returned == "共 3 项，合计 12",
+                 f"{produced}, {returned!r} (oracle: the article's output)")
     report.check("耗尽的生成器再次 next 仍抛出 StopIteration",
-                 again == [("StopIteration", None)] * 2 and leftovers == [], f"{again}, {leftovers}")
+                 again == [("StopIteration", None)] * 2 and leftovers == [],
+                 f"{again}, {leftovers} (oracle: the iterator protocol: exhausted stays exhausted)")
+    report.check("yield from 把 send 转发给子生成器，并取得其返回值",
+                 delegated == {"math": 90.0} and flat == [1, 2, 3, 4, 5, 6, 7],
+                 f"{delegated}, {flat} (oracle: the article's printed output {{'math': '90.0'}}, [1, ..., 7])")
 
 
 def main(argv=None):

@@ -180,6 +180,14 @@ def compare_graph(graph: dict[str, tuple[str, ...]]) -> tuple[int, int, list[str
     return consistent, rejected, problems
 
 
+def c3_names(target, graph: dict | None = None) -> list[str] | str:
+    """names(linearize(...)), or the conflict as text: a check then fails instead of the run crashing."""
+    try:
+        return names(linearize(target, graph))
+    except MROConflictError as exc:
+        return f"MROConflictError: {exc}"
+
+
 def run(report: Report, seed: int = 0, hierarchies: int = 200, classes: int = 8) -> None:
     report.device = "cpu"
 
@@ -188,21 +196,22 @@ def run(report: Report, seed: int = 0, hierarchies: int = 200, classes: int = 8)
     class B(A): pass                                # noqa: E701
     class C(A): pass                                # noqa: E701
     class D(B, C): pass                             # noqa: E701
-    diamond = names(linearize(D))
+    diamond = c3_names(D)
     report.log(f"diamond  C3 {diamond}  __mro__ {names(D.__mro__)}")
     report.log(f"diamond  depth-first (classic classes) {names(dfs_order(D))}")
 
     class C2: pass                                  # noqa: E701
     class NotDiamond(B, C2): pass                   # noqa: E701
-    report.log(f"NotDiamond  C3 {names(linearize(NotDiamond))}  breadth-first {names(bfs_order(NotDiamond))}")
+    not_diamond = c3_names(NotDiamond)
+    report.log(f"NotDiamond  C3 {not_diamond}  breadth-first {names(bfs_order(NotDiamond))}")
 
     # The article's deeper hierarchy, once as classes and once as a name graph.
     graph = {"object": (), "A": ("object",), "B": ("object",), "C": ("object",), "D": ("object",),
              "E": ("object",), "K1": ("A", "B", "C"), "K2": ("D", "B", "E"), "K3": ("D", "A"),
              "Z": ("K1", "K2", "K3")}
     built, _ = build_classes(graph)
-    deep_graph = linearize("Z", graph)
-    deep_class = names(linearize(built["Z"]))
+    deep_graph = c3_names("Z", graph)
+    deep_class = c3_names(built["Z"])
     deep_python = names(built["Z"].__mro__)
     report.log(f"Z  C3 on the graph {deep_graph}")
 
@@ -254,23 +263,27 @@ def run(report: Report, seed: int = 0, hierarchies: int = 200, classes: int = 8)
     report.log(f"SD().hello() -> {chain}; super(SB, SD()).hello() -> {from_b}")
 
     report.check("菱形 D(B, C)：C3 等于 __mro__", diamond == names(D.__mro__) == ["D", "B", "C", "A", "object"],
-                 f"{diamond}")
-    report.check("经典类深度优先与 C3 不同", names(dfs_order(D)) != diamond,
-                 f"depth-first {names(dfs_order(D))}")
+                 f"{diamond} (oracle: Python's own __mro__ and the article's D, B, C, A, object)")
+    report.check("经典类深度优先与 C3 不同",
+                 names(dfs_order(D)) == ["D", "B", "A", "object", "C"] and names(dfs_order(D)) != diamond,
+                 f"depth-first {names(dfs_order(D))} (oracle: by hand, D → B → A → object, then C)")
     report.check("非菱形结构：C3 不是广度优先",
-                 names(linearize(NotDiamond)) == names(NotDiamond.__mro__) != names(bfs_order(NotDiamond)),
-                 f"C3 {names(linearize(NotDiamond))}, breadth-first {names(bfs_order(NotDiamond))}")
+                 not_diamond == names(NotDiamond.__mro__) != names(bfs_order(NotDiamond)),
+                 f"C3 {not_diamond}, breadth-first {names(bfs_order(NotDiamond))} (oracle: "
+                 f"Python's __mro__)")
     expected_deep = ["Z", "K1", "K2", "K3", "D", "A", "B", "C", "E", "object"]
     report.check("多层结构 Z(K1, K2, K3)：图与类两种输入都等于 __mro__",
-                 deep_graph == deep_class == deep_python == expected_deep, f"{deep_graph}")
+                 deep_graph == deep_class == deep_python == expected_deep,
+                 f"{deep_graph} (oracle: Python's __mro__ and the article's worked merge)")
     report.check("随机继承结构全部一致", not problems and agreed_ok > 0 and agreed_rejected > 0,
-                 f"{agreed_ok} consistent + {agreed_rejected} rejected agree, {len(problems)} disagree")
+                 f"{agreed_ok} consistent + {agreed_rejected} rejected agree, {len(problems)} disagree (oracle: "
+                 f"Python's type() on each random hierarchy)")
     report.check("冲突结构：我们的 C3 与 Python 都拒绝，卡在同样的表头",
                  our_heads == their_heads == ["A", "B"] and list(refused) == ["Z"],
-                 f"ours {our_heads}, Python {their_heads}")
+                 f"ours {our_heads}, Python {their_heads} (oracle: the TypeError CPython raises at class creation)")
     report.check("super() 调用顺序等于 MRO",
                  chain == [c for c in names(SD.__mro__) if c != "object"] and from_b == ["SC", "SA"],
-                 f"{chain}, {from_b}")
+                 f"{chain}, {from_b} (oracle: SD.__mro__ without object; after SB in that MRO come SC, SA)")
 
 
 def main(argv=None):

@@ -110,6 +110,25 @@ def immutable_changes() -> dict[str, bool]:
             "bytes": b is not old_b and old_b == b"cat"}
 
 
+def plus_vs_iadd() -> dict[str, object]:
+    """The article's edge: `a = a + [2]` makes a new list (the alias keeps [1]); `c += [2]` extends in place;
+    `+=` takes any iterable (a string's characters), `+` wants a list on both sides."""
+    a = [1]
+    b = a
+    a = a + [2]
+    c = [1]
+    d = c
+    c += [2]
+    e = [1]
+    e += "xy"
+    try:
+        e = e + "z"
+        plus_error = None
+    except TypeError as err:
+        plus_error = f"{type(err).__name__} {err}"
+    return {"plus": (a, b), "iadd": (c, d), "iadd_iterable": e, "plus_str": plus_error}
+
+
 def item_assignment_errors() -> dict[str, str]:
     out = {}
     for name, obj in (("str", "cat"), ("tuple", (1, 2, 3)), ("bytes", b"cat")):
@@ -175,6 +194,9 @@ def run(report: Report) -> None:
     if isinstance(default_obj, list):
         default_obj.clear()  # the demo may run again in the same process
 
+    edge = plus_vs_iadd()
+    report.log(f"a = a + [2] vs c += [2], e += 'xy', e + 'z': {edge}")
+
     # Hashability follows immutability: a tuple only when all its items are hashable.
     hashable = {}
     for name, obj in (("list", [1]), ("tuple", (1, 2)), ("tuple_with_list", (1, [2])),
@@ -186,28 +208,35 @@ def run(report: Report) -> None:
             hashable[name] = False
     report.log(f"hashable: {hashable}")
 
-    report.check("原地修改后仍是同一个对象", all(mutated.values()), f"{mutated}")
-    report.check("不可变对象的“修改”得到新对象，旧对象不变", all(changed.values()), f"{changed}")
+    report.check("原地修改后仍是同一个对象", all(mutated.values()),
+                 f"{mutated} (oracle: `is` against the object kept before the change, and the values by hand)")
+    report.check("不可变对象的“修改”得到新对象，旧对象不变", all(changed.values()),
+                 f"{changed} (oracle: `is not` against the kept old object, whose value is unchanged)")
     report.check("不可变对象不支持下标赋值",
                  errors == {k: f"'{k}' object does not support item assignment" for k in ("str", "tuple", "bytes")},
-                 f"{errors}")
+                 f"{errors} (oracle: CPython's TypeError text, as in the article)")
     report.check("别名看得到修改，看不到重新绑定", alias_sees_mutation and alias_keeps_after_rebind,
-                 f"a = {a}, d = {d}")
+                 f"a = {a}, d = {d} (oracle: values by hand and `is`)")
     report.check("列表 += 原地扩展，别名一起变", lst == alias == [1, 2, 3] and lst is alias,
-                 f"lst = {lst}, alias = {alias}")
+                 f"lst = {lst}, alias = {alias} (oracle: list.__iadd__ extends in place)")
     report.check("元组 += 生成新元组，别名不变", tup == (1, 2, 3) and alias_t == (1, 2) and tup is not alias_t,
-                 f"tup = {tup}, alias_t = {alias_t}")
-    report.check("函数内修改可变参数，调用者可见", mutated_arg, f"data = {data}")
+                 f"tup = {tup}, alias_t = {alias_t} (oracle: tuple has no __iadd__: x = x + y)")
+    report.check("函数内修改可变参数，调用者可见", mutated_arg, f"data = {data} (oracle: [1, 2] + [3] by hand, same object)")
     report.check("函数内重新绑定参数，调用者不受影响",
                  data2 == [1, 2] and rebound == [100, 200] and count == 5 and bumped == 6
                  and nums == (1, 2, 3) and extended == (1, 2, 3, 4),
-                 f"data2 = {data2}, count = {count}, nums = {nums}")
+                 f"data2 = {data2}, count = {count}, nums = {nums} (oracle: the caller's values before the call)")
     report.check("可变默认参数在调用之间共享", first == [1] and second == [1, 2] and second_is_default,
-                 f"{first}, {second}; the returned list is __defaults__[0]: {second_is_default}")
-    report.check("None 哨兵每次新建列表", fixed == ([1], [2]), f"{fixed}")
+                 f"{first}, {second}; the returned list is __defaults__[0]: {second_is_default} "
+                 f"(oracle: defaults are evaluated once, at def time)")
+    report.check("None 哨兵每次新建列表", fixed == ([1], [2]), f"{fixed} (oracle: a fresh [] per call gives [1], [2])")
+    report.check("a = a + [2] 新建列表，c += [2] 原地；+= 接受任意可迭代对象，+ 不行",
+                 edge == {"plus": ([1, 2], [1]), "iadd": ([1, 2], [1, 2]), "iadd_iterable": [1, "x", "y"],
+                          "plus_str": 'TypeError can only concatenate list (not "str") to list'},
+                 f"{edge} (oracle: the article's output, section lst += 与 lst = lst + 的区别)")
     report.check("只有不可变（且元素都可哈希）的对象可哈希",
                  hashable == {"list": False, "tuple": True, "tuple_with_list": False, "frozenset": True, "set": False},
-                 f"{hashable}")
+                 f"{hashable} (oracle: the article's table of hashable types)")
 
 
 def main(argv=None):

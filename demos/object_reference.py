@@ -161,27 +161,34 @@ def run(report: Report) -> None:
     events = del_removes_name()
     report.log(f"del r; del other -> {events}")
 
-    report.check("对象有身份、类型和值，b = a 绑定同一对象", all(itv.values()), f"{itv}")
+    report.check("对象有身份、类型和值，b = a 绑定同一对象", all(itv.values()),
+                 f"{itv} (oracle: id(), type() and the article's values)")
     report.check("内容相同的两个列表：== 为 True，is 为 False", eq["equal_lists"] == (True, False, True),
-                 f"{eq['equal_lists']}")
+                 f"{eq['equal_lists']} (oracle: the article's output (True, False, True))")
     report.check("== 由 __eq__ 决定（未定义时退化为比较身份，NotImplemented 时为 False）",
-                 eq["custom_eq"] == (True, False, False, False), f"{eq['custom_eq']}")
-    report.check("与 None 比较用 is：__eq__ 可以欺骗 ==", eq["none"] == (True, False), f"{eq['none']}")
-    report.check("NaN 不等于自身，但容器先比较身份", eq["nan"] == (False, True, True, True, True), f"{eq['nan']}")
-    report.check("小整数缓存是 CPython 实现细节", cache == (True, True, False), f"{cache}")
+                 eq["custom_eq"] == (True, False, False, False),
+                 f"{eq['custom_eq']} (oracle: the data model: object.__eq__ is identity, NotImplemented both ways → False)")
+    report.check("与 None 比较用 is：__eq__ 可以欺骗 ==", eq["none"] == (True, False),
+                 f"{eq['none']} (oracle: None is a singleton; `is` cannot be overloaded)")
+    report.check("NaN 不等于自身，但容器先比较身份", eq["nan"] == (False, True, True, True, True),
+                 f"{eq['nan']} (oracle: IEEE 754 NaN ≠ NaN; containers test identity first)")
+    report.check("小整数缓存是 CPython 实现细节", cache == (True, True, False),
+                 f"{cache} (oracle: CPython caches -5..256, quoted in the article)")
     report.check("赋值不复制对象（别名、浅复制与深复制）",
                  al["alias"] == ([1, 2, 3, 4], True) and al["copy"] == ([1, 2, 3, 4], [1, 2, 3, 4, 5])
-                 and al["shallow_deep"] == (9, 0), f"{al['alias']}, {al['copy']}, {al['shallow_deep']}")
+                 and al["shallow_deep"] == (9, 0),
+                 f"{al['alias']}, {al['copy']}, {al['shallow_deep']} (oracle: values worked out by hand in the article)")
     report.check("[[0] * 2] * 3 的三行是同一个列表", al["rows"] == [[1, 0]] * 3 and al["rows_shared"],
-                 f"{al['rows']}")
+                 f"{al['rows']} (oracle: one inner list referenced three times → [[1, 0]] × 3)")
     report.check("共享传参：修改可变参数调用者可见", share["after_mutate"] == ["orig", "added"],
-                 f"{share['after_mutate']}")
+                 f"{share['after_mutate']} (oracle: ['orig'] plus the appended item)")
     report.check("共享传参：重新绑定参数调用者不可见", share["after_rebind"] == ["orig", "added"],
-                 f"{share['after_rebind']}")
+                 f"{share['after_rebind']} (oracle: unchanged from before the call)")
     report.check("不可变参数：进入函数时是同一对象，+= 后是新对象", share["inc"] == (True, False, 1000, 1001),
-                 f"{share['inc']}")
+                 f"{share['inc']} (oracle: (True, False, 1000, 1001) by hand)")
     report.check("del 只删除名字，最后一个引用消失时才回收",
-                 events == ["after del r", "finalized", "after del other"], f"{events}")
+                 events == ["after del r", "finalized", "after del other"],
+                 f"{events} (oracle: weakref.finalize runs exactly when the last reference goes)")
 
 
 def main(argv=None):

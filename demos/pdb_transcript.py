@@ -367,22 +367,26 @@ def run(report: Report, variant: str = "none") -> None:
             else:
                 shown = got.strip("\n").replace("\n", "⏎")[:120]
             rows.append((ok, f"{s.commands[e.step]!r} → {shown}" + ("" if ok else f" (expected {want})")))
-        report.check(f"values_{s.name}", all(ok for ok, _ in rows), "; ".join(r for _, r in rows))
+        report.check(f"values_{s.name}", all(ok for ok, _ in rows), "; ".join(r for _, r in rows)
+                     + " (oracle: the EXPECTED table, read off the article's program)")
 
     ok, rows = frame_order(sessions, set(files) | {BREAKPOINT_COPY})
-    report.check("frame_order", ok, "; ".join(rows))
+    report.check("frame_order", ok, "; ".join(rows) + " (oracle: frame lines found by marker text in the "
+                 "extracted source)")
 
     errors = [f"{s.name}: {line.strip()}" for s in sessions for piece in s.outputs for line in piece.split("\n")
               if line.lstrip().startswith("***")]
     unanswered = [f"{s.name}: {len(s.commands) - (len(s.outputs) - 1)} command(s) never read"
                   for s in sessions if len(s.outputs) - 1 < len(s.commands)]
     report.check("no_pdb_errors", not errors and not unanswered,
-                 "; ".join(errors + unanswered) or f"no *** line, every command answered, in {len(sessions)} sessions")
+                 ("; ".join(errors + unanswered) or f"no *** line, every command answered, in {len(sessions)} sessions")
+                 + " (oracle: pdb marks every error with ***; one prompt per command)")
 
     plain = plain_run_values(work)
     diff = [f"{k}: plain run {plain[k]!r}, table {v!r}" for k, v in EXPECTED.items() if plain[k] != v]
     report.check("table_matches_plain_run", not diff,
-                 "; ".join(diff) or f"all {len(EXPECTED)} expected values recomputed without pdb")
+                 ("; ".join(diff) or f"all {len(EXPECTED)} expected values recomputed without pdb")
+                 + " (oracle: a debugger-free run of the program under a sys.settrace line tracer)")
     report.metric("sessions", len(sessions))
     report.metric("commands", sum(len(s.commands) for s in sessions))
     report.metric("values_checked", sum(len(s.expects) for s in sessions))

@@ -12,6 +12,12 @@ when a GPU is present (one GPU run at a time). Waiting runs form a FIFO queue; a
 of a GPU run that waits only for the GPU. Everything is event-driven: submit, cancel and the end of a
 run call `_dispatch`, which starts what can start; each running run has one worker thread.
 
+Limits (all optional; the app sets them): `max_queue` runs waiting at once and `max_per_client` runs one
+client (the `client` given to `submit`, e.g. a browser session) may have queued or running; past either,
+`submit` raises `QueueFull` with a Chinese message and queues nothing. Finished runs are pruned, oldest
+first, beyond `keep_runs` folders or `keep_days` of age (never a live one). `get(run_id)` finds one run
+without reading the others.
+
 Per run folder: `run.json` (the runner's record: id, demo, params, status, timestamps, exit code),
 `log.txt`, and `result.json` — written by the demo's harness, or by the runner when the demo left none
 (crash, timeout, cancel). This module knows processes and files; it knows nothing about what a demo does.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +50,12 @@ LOG_FILE = "log.txt"
 KILL_GRACE_S = 3.0
 LOG_TAIL_LINES = 40
 TERMINAL = ("passed", "failed", "timeout", "error", "cancelled")
+RUN_ID = re.compile(r"\d{8}-\d{6}-[a-z0-9-]{1,64}-[0-9a-f]{6}")   # what submit() names a run; nothing else is a run
+PRUNE_EVERY_S = 60.0
+
+
+class QueueFull(ValueError):
+    """The demo queue (or this client's share of it) is full; the message says so in Chinese. Nothing queued."""
 
 
 def cuda_present() -> bool:
@@ -68,12 +81,29 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+class RunnerUnavailable(RuntimeError):
+    """The runner cannot take runs now (the demo queue's broker is down); the message says why."""
+
+
+def make_runner(runs_dir: Path, max_concurrent: int = 2, broker_url: str | None = None,
+                max_queue: int | None = None, max_per_client: int | None = None):
+    """The local `Runner`, or with a broker URL (KB_DEMO_BROKER=redis://...) the Celery pool's
+    `demos.remote.RemoteRunner`: the same submit/RunHandle API and limits, the runs executed by
+    `python -m demos worker`."""
+    if broker_url:
+        from demos.remote import RemoteRunner
+        return RemoteRunner(runs_dir, broker_url, max_concurrent=max_concurrent, max_queue=max_queue,
+                            max_per_client=max_per_client)
+    return Runner(runs_dir, max_concurrent=max_concurrent, max_queue=max_queue, max_per_client=max_per_client)
+
+
 class RunHandle:
     """One run, queued, running or finished. Thread-safe; created by `Runner.submit` or `load_history`."""
 
     def __init__(self, run_id: str, spec: DemoSpec | None, demo: str, params: dict, run_dir: Path,
-                 timeout_s: float):
+                 timeout_s: float, client: str | None = None):
         self.id = run_id
+        self.client = client
         self.spec = spec
         self.demo = demo
         self.params = params
@@ -142,7 +172,7 @@ class RunHandle:
             self._cond.notify_all()
 
     def record(self) -> dict:
-        return {"id": self.id, "demo": self.demo, "params": self.params, "status": self.status,
+        return {"id": self.id, "client": self.client, "demo": self.demo, "params": self.params, "status": self.status,
                 "timeout_s": self.timeout_s, "submitted": self.submitted, "started": self.started,
                 "ended": self.ended, "returncode": self.returncode}
 
@@ -151,9 +181,13 @@ class Runner:
     """Queue and run demos; see the module docstring."""
 
     def __init__(self, runs_dir: Path, max_concurrent: int = 2, gpu_available: bool | None = None,
-                 kill_grace_s: float = KILL_GRACE_S):
+                 kill_grace_s: float = KILL_GRACE_S, max_queue: int | None = None,
+                 max_per_client: int | None = None, keep_runs: int = 1000, keep_days: float = 30.0):
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be ≥ 1, got {max_concurrent}")
+        self.max_queue, self.max_per_client = max_queue, max_per_client
+        self.keep_runs, self.keep_days = keep_runs, keep_days
+        self._pruned_at = float("-inf")
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max_concurrent
@@ -164,13 +198,15 @@ class Runner:
         self._running: list[RunHandle] = []
         self._gpu_holder: RunHandle | None = None
         self._history: list[RunHandle] = []
+        self._by_id: dict[str, RunHandle] = {}
 
     # ---- public API ------------------------------------------------------------------------------
     def submit(self, demo: str | DemoSpec, params: dict | None = None,
-               timeout_s: float | None = None) -> RunHandle:
-        """Validate now (UnknownDemo, DemoParamError, ValueError for a bad timeout), then queue the run.
+               timeout_s: float | None = None, client: str | None = None) -> RunHandle:
+        """Validate now (UnknownDemo, DemoParamError, ValueError for a bad timeout, QueueFull), then queue.
 
-        `demo` is a registry id, or a DemoSpec (tests run their own fixture demos this way)."""
+        `demo` is a registry id, or a DemoSpec (tests run their own fixture demos this way). `client`
+        names who asks (a session); it counts against `max_per_client` and is kept in run.json."""
         spec = demo if isinstance(demo, DemoSpec) else registry.get(demo)
         values = spec.validate(params or {})
         timeout = spec.timeout_s if timeout_s is None else float(timeout_s)
@@ -179,16 +215,73 @@ class Runner:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{spec.id}-{uuid.uuid4().hex[:6]}"
         run_dir = self.runs_dir / run_id
-        run_dir.mkdir(parents=True)
-        handle = RunHandle(run_id, spec, spec.id, values, run_dir, timeout)
+        handle = RunHandle(run_id, spec, spec.id, values, run_dir, timeout, client)
         handle._runner = self
-        self._write_record(handle)
-        with self._lock:
+        with self._lock:   # checked and queued under one lock: concurrent submits cannot overshoot
+            self._admit(client)
+            run_dir.mkdir(parents=True)
+            self._write_record(handle)
             self._queue.append(handle)
             self._history.append(handle)
+            self._by_id[run_id] = handle
             self._renumber()
         self._dispatch()
+        self.prune()
         return handle
+
+    def _admit(self, client: str | None) -> None:
+        """QueueFull when the queue, or this client's share, is full (called with the lock held)."""
+        if client is not None and self.max_per_client is not None:
+            mine = sum(1 for h in (*self._queue, *self._running) if h.client == client)
+            if mine >= self.max_per_client:
+                raise QueueFull(f"你已有 {mine} 个演示在排队或运行（每人最多 {self.max_per_client} 个），"
+                                "请等它们结束后再试。")
+        if self.max_queue is not None and len(self._queue) >= self.max_queue \
+                and len(self._running) >= self.max_concurrent:
+            raise QueueFull(f"演示队列已满（{len(self._queue)} 个在排队），请稍后再试。")
+
+    def get(self, run_id: str) -> RunHandle | None:
+        """One run by id: this runner's live handle, else its folder read back; None when there is none.
+
+        Only names `submit` can produce are looked up, so an id can never point outside runs_dir."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            return None
+        with self._lock:
+            live = self._by_id.get(run_id)
+        if live is not None:
+            return live
+        run_dir = self.runs_dir / run_id
+        return _load_handle(run_dir) if (run_dir / RUN_FILE).is_file() else None
+
+    def prune(self, force: bool = False) -> list[str]:
+        """Delete finished runs beyond the newest `keep_runs` or older than `keep_days`; their ids.
+
+        At most once a minute unless `force`; live runs (queued or running here) are never touched."""
+        now = time.time()
+        if not force and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return []
+        self._pruned_at = time.monotonic()
+        with self._lock:
+            live = {h.id for h in (*self._queue, *self._running)}
+        runs = sorted((d for d in self.runs_dir.iterdir() if RUN_ID.fullmatch(d.name) and d.name not in live),
+                      key=_submitted, reverse=True)   # newest first
+        cutoff = now - self.keep_days * 86400
+        removed = []
+        for i, run_dir in enumerate(runs):
+            try:
+                old = (run_dir / RUN_FILE).stat().st_mtime < cutoff
+            except OSError:
+                old = True
+            if i >= self.keep_runs or old:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                removed.append(run_dir.name)
+        if removed:
+            gone = set(removed)
+            with self._lock:
+                self._history = [h for h in self._history if h.id not in gone]
+                for run_id in gone:
+                    self._by_id.pop(run_id, None)
+        return removed
 
     def history(self) -> list[RunHandle]:
         """This runner's handles in submit order."""
@@ -386,6 +479,15 @@ def _kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
         pass
 
 
+def _submitted(run_dir: Path) -> tuple[str, float]:
+    """Sort key of a run folder: its name's timestamp (to the second), then run.json's submit time."""
+    try:
+        submitted = float(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("submitted") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        submitted = 0.0
+    return run_dir.name[:15], submitted
+
+
 def _load_handle(run_dir: Path) -> RunHandle | None:
     """A finished handle rebuilt from a run folder written earlier (by this or another process)."""
     try:
@@ -393,7 +495,7 @@ def _load_handle(run_dir: Path) -> RunHandle | None:
     except (OSError, ValueError):
         return None
     handle = RunHandle(record.get("id", run_dir.name), None, record.get("demo", "?"),
-                       record.get("params", {}), run_dir, record.get("timeout_s") or 0.0)
+                       record.get("params", {}), run_dir, record.get("timeout_s") or 0.0, record.get("client"))
     handle.submitted = record.get("submitted") or 0.0
     handle.started, handle.ended = record.get("started"), record.get("ended")
     handle.returncode = record.get("returncode")

@@ -182,6 +182,29 @@ def define_api(export=tf_export) -> dict[str, object]:
     return {"run": run, "add": add, "square": square, "relu": relu}
 
 
+def subclass_exports() -> dict[str, object]:
+    """The article's reason for `__dict__` rather than hasattr: a subclass SEES its parent's `_tf_api_names`
+    through attribute lookup, but it is not exported by that. Exporting the subclass under its own name must
+    work, and a subclass never exported must not be collected under its parent's name."""
+    class Layer:
+        pass
+    tf_export("layers.Layer")(Layer)  # not as @: the subclasses below need the class itself
+
+    class Dense(Layer):  # exported below under its own name
+        pass
+
+    class Conv(Layer):   # never exported
+        pass
+
+    inherited = getattr(Dense, "_tf_api_names", None)  # what hasattr would see: the parent's names
+    error = _raised(lambda: tf_export("layers.Dense")(Dense))
+    registry = ApiRegistry()
+    collected = registry.collect({"Layer": Layer, "Dense": Dense, "Conv": Conv})
+    return {"inherited": inherited, "export_error": error, "collected": collected,
+            "dense_names": Dense.__dict__.get("_tf_api_names"), "layer_names": Layer._tf_api_names,
+            "v2": {name: sym.__name__ for name, sym in registry.v2.items()}}
+
+
 def _raised(fn) -> str | None:
     """'ErrorType message' of the exception fn() raises, or None."""
     try:
@@ -252,37 +275,49 @@ def run(report: Report) -> None:
     bad_args = (_raised(lambda: tf_export(v2=["math.scale"])), _raised(lambda: tf_export("estimator.Estimator")))
     report.log(f"tf_export(v2=[...]) -> {bad_args[0]}; tf_export('estimator.Estimator') -> {bad_args[1]}")
 
-    report.check("tf_export 是对 api_export 类的偏函数", partial_ok, f"keywords {tf_export.keywords}")
-    report.check("装饰器原样返回函数（is）", result is app_run and symbols["add"](2, 3) == 5, f"{result is app_run}")
+    sub = subclass_exports()
+    report.log(f"subclass of an exported class: {sub}")
+
+    report.check("tf_export 是对 api_export 类的偏函数", partial_ok,
+                 f"keywords {tf_export.keywords} (oracle: TensorFlow's definition, functools.partial(api_export, "
+                 f"api_name='tensorflow'))")
+    report.check("装饰器原样返回函数（is）", result is app_run and symbols["add"](2, 3) == 5,
+                 f"{result is app_run} (oracle: identity with the function object passed in; add(2, 3) = 5)")
     report.check("名字记录在函数属性上（v1 默认同 v2）",
                  recorded == {"run": ((), ("app.run",)), "add": (("math.add", "add"), ("math.add", "add")),
                               "square": (("math.square",), ("math.square", "square")),
                               "relu": (("nn.relu",), ("nn.relu",))},
-                 f"{recorded}")
+                 f"{recorded} (oracle: the names written in the article's decorators)")
     counts = (collected, len(registry.v2), len(registry.v1), len(resolved))
     report.check("每个导出名字都解析到同一个函数对象", all(resolved.values()) and counts == (4, 4, 6, 20),
                  f"{sum(resolved.values())}/{len(resolved)} paths resolve to their symbol; "
-                 f"(symbols, v2 names, v1 names, paths) = {counts}")
+                 f"(symbols, v2 names, v1 names, paths) = {counts} (oracle: the article's export table, counted by hand)")
     report.check("只有 v1 名字的符号不在 TF2 根命名空间，但在 tf.compat.v1",
                  all(v2_root_lacks) and tf2.compat.v1.app.run is symbols["run"] and tf1.app.run is symbols["run"]
                  and tf2.compat.v1.app.run(lambda argv: f"main got {argv}") == "main got ['prog']",
-                 f"TF2 root lacks app, square: {v2_root_lacks}")
+                 f"TF2 root lacks app, square: {v2_root_lacks} (oracle: the article: v1-only names live in compat.v1)")
     report.check("登记表共 10 个名字，可按名字反查",
                  len(table) == 10 and lookups == {"add": True, "math.add": True, "compat.v1.square": True,
                                                   "square": False, "compat.v1.app.run": True, "app.run": False},
-                 f"{len(table)} names, {lookups}")
+                 f"{len(table)} names, {lookups} (oracle: the article's table, 4 v2 + 6 compat.v1 names)")
     report.check("同一名字导出给另一个函数被拒绝",
                  twice == "SymbolExposedTwiceError Trying to export multiple symbols with same name: "
                           "math.add (add and impostor)" and registry.v2["math.add"] is symbols["add"],
-                 f"{twice}")
+                 f"{twice} (oracle: TensorFlow's SymbolExposedTwiceError text)")
     report.check("同一函数重复导出被拒绝（除非 allow_multiple_exports）",
                  again == "SymbolAlreadyExposedError scale is already exposed as ('math.scale',)"
                  and after == (("scale",), ("keras.layers.scale",)),
-                 f"{again}; afterwards {after}")
+                 f"{again}; afterwards {after} (oracle: TensorFlow's SymbolAlreadyExposedError text)")
     report.check("v2= 关键字与 estimator.* 名字被拒绝",
                  bad_args == ("ValueError v2 names must be passed as positional arguments",
                               "InvalidSymbolNameError @tf_export is not allowed to export symbols under estimator.*"),
-                 f"{bad_args}")
+                 f"{bad_args} (oracle: TensorFlow's api_export argument checks)")
+    report.check("子类可另行导出，未导出的子类不会冒用父类的名字（查 __dict__ 而非 hasattr）",
+                 sub == {"inherited": ("layers.Layer",), "export_error": None, "collected": 2,
+                         "dense_names": ("layers.Dense",), "layer_names": ("layers.Layer",),
+                         "v2": {"layers.Layer": "Layer", "layers.Dense": "Dense"}},
+                 f"{sub} (oracle: the article, step 3 of api_export: a subclass only sees its parent's names "
+                 f"through attribute lookup)")
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ and citations; retrieval is `KnowledgeBase.search`, the LLM transport is `kb.llm
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from kb.llm import CitationFilter, LLMConfig, LLMError, complete, rewrite_messag
 from kb.retrieval import Hit, SearchResult
 from kb.compose import compose
 from kb.sentences import Candidate, code_block_of, pick_sentences, rank_texts
+
+# LLM failures are logged here with the endpoint's details; readers see only that the LLM failed (the
+# endpoint's URL is internal and never goes into an answer).
+log = logging.getLogger("kb.answer")
 
 NO_ANSWER = "知识库中没有相关内容"
 ARTICLE_ROUTE = "article"        # relative: /article/<slug> where the app is served at the root
@@ -182,7 +187,8 @@ class AnswerStream:
                 if rewritten:
                     return rewritten.splitlines()[0][:500], None
             except LLMError as exc:
-                return followup.contextualize(question, previous), f"改写追问失败，已按上文补全主题（{exc}）"
+                log.warning("follow-up rewrite failed: %s", exc)
+                return followup.contextualize(question, previous), "改写追问失败，已按上文补全主题。"
         return followup.contextualize(question, previous), None
 
     # Extractive ------------------------------------------------------------------------------------------
@@ -314,11 +320,12 @@ class AnswerStream:
                 self.answer.text += delta
                 yield delta
         except LLMError as exc:
+            log.warning("LLM answer failed: %s", exc)
             if not self.answer.text:   # nothing shown yet: answer extractively instead
-                self.answer.mode, self.answer.notice = "extractive", _join(self.answer.notice, f"LLM 不可用，改用摘录式回答：{exc}")
+                self.answer.mode, self.answer.notice = "extractive", _join(self.answer.notice, "LLM 不可用，改用摘录式回答。")
                 yield from self._emit(self._extractive_plan())
                 return
-            yield from self._emit([f"\n\n（LLM 连接中断：{exc}）"])
+            yield from self._emit(["\n\n（LLM 连接中断，回答不完整。）"])
         cited = [c for c in citations if c.n in filt.cited] or citations
         weights = {}
         for c in cited:

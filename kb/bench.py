@@ -1,5 +1,10 @@
 """`kb bench`: how fast the engine is on this machine, and how the vector search would scale.
 
+Backends part (`--backends torch,onnx,onnx-int8`), side by side in one run, each on its own fresh copy of
+the index: model load on first use (for ONNX this includes making the ONNX file in an empty cache) and
+again from the cache, full build and chunks per second, query-embedding and retrieval latency p50/p95 over
+the dev-set questions, the dev-set metrics (`kb eval`) and their difference to torch's.
+
 Engine part, on a copy of the articles in a temporary folder (never the user's index):
   - full build (model already loaded; the load is reported apart) and chunks per second;
   - the incremental update after one article changed, and its ratio to the full build;
@@ -47,6 +52,26 @@ class ScaleRow:
     operating_point: bool = False
 
 
+METRICS = ("hit1", "hit3", "hit5", "mrr10", "keyword_recall", "refusal_rate", "false_refusal_rate")
+
+
+@dataclass
+class BackendRow:
+    backend: str
+    load_s: float = 0.0            # first use with an empty cache (ONNX: includes making the file)
+    reload_s: float = 0.0          # loading again from the cache (ONNX: checksum + session)
+    build_s: float = 0.0           # full build: embed every chunk + save
+    chunks_per_s: float = 0.0
+    embed_p50_ms: float = 0.0      # one question's embedding
+    embed_p95_ms: float = 0.0
+    query_p50_ms: float = 0.0      # KnowledgeBase.search: embedding, FAISS, BM25, fusion
+    query_p95_ms: float = 0.0
+    metrics: dict = field(default_factory=dict)     # kb eval on the dev set (hybrid engine)
+    deltas: dict = field(default_factory=dict)      # metric minus torch's, when torch ran too
+    build_speedup: float = 0.0     # torch build_s / build_s
+    embed_speedup: float = 0.0     # torch embed_p50 / embed_p50
+
+
 @dataclass
 class BenchReport:
     articles: int = 0
@@ -65,6 +90,8 @@ class BenchReport:
     peak_rss_mib: float = 0.0
     load_avg: tuple[float, float] = (0.0, 0.0)    # 1-minute load average at the start and at the end
     cpus: int = 0
+    backend: str = ""                       # the backend of the engine part (the configured one)
+    backends: list[BackendRow] = field(default_factory=list)
     scale: list[ScaleRow] = field(default_factory=list)
 
 
@@ -81,6 +108,76 @@ def _questions(devset: str | None) -> list[str]:
     from kb.evaluate import load_devset
     path = Path(devset) if devset else PROJECT / "tests" / "data" / "devset.jsonl"
     return [q.question for q in load_devset(path)] if path.is_file() else DEFAULT_QUESTIONS
+
+
+def _latency(kb, questions: list[str]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((embed p50, p95), (search p50, p95)) in ms over `questions`, after five warm-up searches."""
+    for q in questions[:5]:
+        kb.search(q)
+    total, embed = [], []
+    for q in questions:
+        t = time.perf_counter()
+        kb.embedder.embed_query(q)
+        embed.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        kb.search(q)
+        total.append(time.perf_counter() - t)
+    return _percentiles(embed), _percentiles(total)
+
+
+def bench_backends(config: Config, backends, devset: str | None, log: Callable[[str], None],
+                   embedders: dict | None = None) -> list[BackendRow]:
+    """One row per backend, each built from scratch in its own temporary home (see the module docstring).
+
+    `embedders` maps a backend name to a ready embedder (tests pass fake ones); otherwise
+    `kb.embedding.make_embedder` makes the backend's own.
+    """
+    from kb.embedding import make_embedder
+    from kb.engine import KnowledgeBase
+    from kb.evaluate import load_devset, run_eval
+
+    path = Path(devset) if devset else PROJECT / "tests" / "data" / "devset.jsonl"
+    dev = load_devset(path) if path.is_file() else []
+    questions = [q.question for q in dev] or DEFAULT_QUESTIONS
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kb-bench-backends-") as tmp:
+        articles = Path(tmp) / "articles"
+        shutil.copytree(config.articles_dir, articles)
+        for backend in backends:
+            log(f"bench: backend {backend}")
+            cfg = config.with_(articles_dir=articles, home=Path(tmp) / backend, embed_backend=backend)
+            given = (embedders or {}).get(backend)
+            if given is None and backend == "torch":
+                from kb.embedding import _load_model
+                _load_model.cache_clear()              # a cold load, as in a fresh process
+            kb = KnowledgeBase(cfg, embedder=given)
+            row = BackendRow(backend)
+            t = time.perf_counter()
+            kb.embedder.embed_query("预热")
+            row.load_s = time.perf_counter() - t
+            if given is None:
+                if backend == "torch":
+                    _load_model.cache_clear()
+                t = time.perf_counter()
+                make_embedder(cfg).embed_query("预热")
+                row.reload_s = time.perf_counter() - t
+            summary = kb.index(rebuild=True)
+            row.build_s = summary.seconds
+            row.chunks_per_s = summary.chunks_embedded / summary.seconds if summary.seconds else 0.0
+            (row.embed_p50_ms, row.embed_p95_ms), (row.query_p50_ms, row.query_p95_ms) = _latency(kb, questions)
+            if dev:
+                m = run_eval(kb, dev)[0]
+                row.metrics = {k: getattr(m, k) for k in METRICS}
+            rows.append(row)
+    base = next((r for r in rows if r.backend == "torch"), None)
+    for r in rows:
+        if base is not None and r is not base:
+            r.deltas = {k: round(r.metrics[k] - base.metrics[k], 4) for k in r.metrics
+                        if r.metrics[k] is not None and base.metrics.get(k) is not None}
+        if base is not None:
+            r.build_speedup = base.build_s / r.build_s if r.build_s else 0.0
+            r.embed_speedup = base.embed_p50_ms / r.embed_p50_ms if r.embed_p50_ms else 0.0
+    return rows
 
 
 def bench_engine(config: Config, report: BenchReport, devset: str | None, log: Callable[[str], None],
@@ -114,19 +211,8 @@ def bench_engine(config: Config, report: BenchReport, devset: str | None, log: C
 
         questions = _questions(devset)
         log(f"bench: warm query latency over {len(questions)} questions")
-        for q in questions[:5]:
-            kb.search(q)
-        total, embed = [], []
-        for q in questions:
-            t = time.perf_counter()
-            kb.embedder.embed_query(q)
-            embed.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            kb.search(q)
-            total.append(time.perf_counter() - t)
+        (report.embed_p50_ms, _), (report.query_p50_ms, report.query_p95_ms) = _latency(kb, questions)
         report.queries = len(questions)
-        report.query_p50_ms, report.query_p95_ms = _percentiles(total)
-        report.embed_p50_ms = _percentiles(embed)[0]
 
 
 def synthetic(n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -218,10 +304,13 @@ def _sweep(index, n: int, label: str, values, set_knob, build: float, queries, t
 
 
 def run_bench(config: Config, scales=(100_000, 1_000_000), queries: int = 200, devset: str | None = None,
-              log: Callable[[str], None] = lambda m: None, embedder=None, hnsw_max: int = 100_000) -> BenchReport:
+              log: Callable[[str], None] = lambda m: None, embedder=None, hnsw_max: int = 100_000,
+              backends=(), embedders: dict | None = None) -> BenchReport:
     # Timings on a shared machine are only as good as its idleness: the load average is reported with them.
-    report = BenchReport(cpus=os.cpu_count() or 0)
+    report = BenchReport(cpus=os.cpu_count() or 0, backend=config.embed_backend if embedder is None else "given")
     start_load = os.getloadavg()[0]
+    if backends:
+        report.backends = bench_backends(config, backends, devset, log, embedders=embedders)
     bench_engine(config, report, devset, log, embedder=embedder)
     report.engine_peak_rss_mib = _peak_rss_mib()
     for n in scales:
@@ -235,6 +324,7 @@ def format_report(r: BenchReport) -> str:
     lines = [
         "| measure | value |", "|---|---|",
         f"| articles / chunks | {r.articles} / {r.chunks} |",
+        f"| embedding backend | {r.backend} |",
         f"| model load | {r.model_load_s:.1f} s |",
         f"| full build (embed + save) | {r.full_build_s:.1f} s ({r.chunks_per_s:.1f} chunks/s) |",
         f"| incremental, one article changed ({r.incremental_article}) | {r.incremental_s:.2f} s "
@@ -244,6 +334,20 @@ def format_report(r: BenchReport) -> str:
         f"| peak RSS: engine (model, index, queries) / whole run | {r.engine_peak_rss_mib:.0f} / {r.peak_rss_mib:.0f} MiB |",
         f"| machine | {r.cpus} CPUs, load average {r.load_avg[0]:.1f} at the start, {r.load_avg[1]:.1f} at the end |",
     ]
+    if r.backends:
+        lines += ["", "| backend | load s (first / cached) | build s | chunks/s | build × | query embed p50 / p95 ms "
+                  "| embed × | search p50 / p95 ms | hit@1 | MRR@10 | refused | false refusals | max abs Δ vs torch |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for b in r.backends:
+            m = b.metrics
+
+            def f(key):
+                return "—" if m.get(key) is None else f"{m[key]:.3f}"
+            delta = f"{max((abs(v) for v in b.deltas.values()), default=0.0):.3f}" if b.deltas else "—"
+            lines.append(f"| {b.backend} | {b.load_s:.1f} / {b.reload_s:.1f} | {b.build_s:.1f} | {b.chunks_per_s:.1f} "
+                         f"| {b.build_speedup:.2f} | {b.embed_p50_ms:.1f} / {b.embed_p95_ms:.1f} | {b.embed_speedup:.2f} "
+                         f"| {b.query_p50_ms:.1f} / {b.query_p95_ms:.1f} | {f('hit1')} | {f('mrr10')} "
+                         f"| {f('refusal_rate')} | {f('false_refusal_rate')} | {delta} |")
     if r.scale:
         lines += ["", "| vectors | index | build s | recall@10 | p50 ms | p95 ms |", "|---|---|---|---|---|---|"]
         for s in r.scale:

@@ -5,12 +5,13 @@
     kb status [--json]                           per article: indexed, changed, new, deleted, unreadable
     kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
     kb ask "生成器为什么省内存？" [--article SLUG] [--json]   the chat's answer; --batch FILE.jsonl for many
-    kb bench [--scale 100000,1000000]            build/incremental/query timings and the ANN scale run
+    kb bench [--scale 100000,1000000] [--backends torch,onnx,onnx-int8]
+                                                 backends side by side, build/incremental/query timings, ANN scale run
     kb report [--days 30] [--json] [--csv FILE]  readers' questions: top, refused (not covered yet), feedback, demos
 
-Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model, and
---query-prompt/--passage-prompt for e5/bge-style models. Errors are one line on stderr: exit status 2 for a
-bad question or bad usage, 1 for every other knowledge-base error. No tracebacks for expected failures.
+Global options: --articles DIR, --home DIR (default: KB_HOME, else .kb/ in the project), --model,
+--query-prompt/--passage-prompt for e5/bge-style models, and --embed-backend torch|onnx|onnx-int8.
+Errors are one line on stderr: exit status 2 for a bad question or bad usage, 1 for every other knowledge-base error. No tracebacks for expected failures.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import json
 import os
 import sys
 
-from kb.config import Config
+from kb.config import EMBED_BACKENDS, Config
 from kb.errors import KBError, QueryError
 
 
@@ -41,7 +42,8 @@ def _progress_bar():
 def _kb(args):
     from kb.engine import KnowledgeBase
     config = Config.from_env(articles_dir=args.articles, home=args.home, model=args.model,
-                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+                             embed_backend=args.embed_backend)
     return KnowledgeBase(config)
 
 
@@ -57,13 +59,16 @@ def cmd_index(args) -> int:
         kb.embedder.show_progress = False      # one bar: ours, over all chunks, not one per batch
     try:
         summary = kb.index(rebuild=args.rebuild, progress=progress)
+        sentences = kb.index_sentences(progress=progress)     # answers then embed nothing at run time
     finally:
         close()
     _print_notices(kb)
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), ensure_ascii=False, indent=1))
+        print(json.dumps({**dataclasses.asdict(summary), "sentences_embedded": sentences.embedded,
+                          "sentences_total": sentences.total}, ensure_ascii=False, indent=1))
     else:
         print("\n".join(summary.lines()))
+        print(f"answer sentences: embedded {sentences.embedded}; {sentences.total} stored; {sentences.seconds:.1f} s")
     return 0
 
 
@@ -167,9 +172,14 @@ def cmd_ask(args) -> int:
 def cmd_bench(args) -> int:
     from kb.bench import format_report, run_bench
     config = Config.from_env(articles_dir=args.articles, model=args.model,
-                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+                             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+                             embed_backend=args.embed_backend)
     scales = [int(s) for s in args.scale.split(",") if s.strip()] if args.scale else []
-    report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset,
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else []
+    unknown = [b for b in backends if b not in EMBED_BACKENDS]
+    if unknown:
+        raise QueryError(f"--backends: unknown backend {', '.join(unknown)} (one of {', '.join(EMBED_BACKENDS)})")
+    report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset, backends=backends,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(dataclasses.asdict(report), indent=1) if args.json else format_report(report))
     return 0
@@ -200,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="sentence-transformers model folder or name (default: m3e-small)")
     p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
     p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
+    p.add_argument("--embed-backend", choices=("torch", "onnx", "onnx-int8"),
+                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("index", help="bring the index up to date with the articles")
@@ -242,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", default="100000,1000000",
                    help="comma-separated synthetic index sizes for the ANN run ('' to skip)")
     s.add_argument("--queries", type=int, default=200, help="queries for the ANN scale run")
+    s.add_argument("--backends", default="torch,onnx,onnx-int8",
+                   help="embedding backends compared side by side ('' to skip)")
     s.add_argument("--devset", default=None, help="questions for the latency run (default: tests/data/devset.jsonl)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)

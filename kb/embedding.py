@@ -3,7 +3,8 @@
 `embed_documents(texts)` embeds passages (with the passage prompt), `embed_query(text)` embeds a question
 (with the query prompt); e5/bge-style models need the two to differ. Unlike langchain-core, vectors are
 numpy arrays: (n, dim) for documents, (dim,) for a query. `SentenceTransformerEmbedder` loads its model
-lazily and once per process; `FakeEmbedder` counts fixed terms so tests can compute scores by hand.
+lazily and once per process; `kb.onnx_embed.OnnxEmbedder` runs the same model through ONNX Runtime
+(float32 or int8), chosen by `make_embedder` from `Config.embed_backend`; `FakeEmbedder` counts fixed terms so tests can compute scores by hand.
 
 This module knows models and nothing about chunks, indexes or retrieval.
 """
@@ -145,4 +146,11 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 def make_embedder(config, **kwargs) -> Embedder:
-    return SentenceTransformerEmbedder.from_config(config, **kwargs)
+    """The embedder `config.embed_backend` asks for: sentence-transformers (torch) or ONNX Runtime."""
+    if config.embed_backend == "torch":
+        return SentenceTransformerEmbedder.from_config(config, **kwargs)
+    from kb.onnx_embed import OnnxEmbedder
+    kwargs.pop("show_progress", None)
+    kwargs.pop("device", None)
+    return OnnxEmbedder(config.model, Path(config.home) / "onnx", config.embed_backend,
+                        config.query_prompt, config.passage_prompt, **kwargs)

@@ -32,5 +32,10 @@ class IndexMissing(IndexError_):
     """No index has been built in the data directory yet."""
 
 
+class StoreError(KBError):
+    """The index's database cannot be reached, or its schema is not one this program can use. Not an
+    IndexError_: the engine must not answer it by rebuilding."""
+
+
 class DevSetError(KBError):
     """An evaluation file cannot be read: names the file and the line."""

@@ -81,6 +81,8 @@ class Manifest:
 class VectorIndex:
     """Chunks and their normalized vectors, row i of one being row i of the other."""
 
+    version: str | None = None     # a shared store's version this snapshot was read at (kb/store.py); None: files
+
     def __init__(self, chunks: list[Chunk], vectors: np.ndarray, manifest: Manifest):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(chunks), manifest.dimension)
         self.chunks = list(chunks)
@@ -119,7 +121,8 @@ class VectorIndex:
         return self.vectors @ np.asarray(query, dtype=np.float32)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (the index files and the cached ONNX model are checked by it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -152,8 +155,8 @@ def read_manifest(home: Path) -> Manifest:
         raise IndexError_(f"{path} is corrupted or truncated ({type(exc).__name__}: {exc})") from None
 
 
-def load(home: Path) -> VectorIndex:
-    """The index in `home`, verified against its manifest; IndexMissing or IndexError_ otherwise."""
+def verify(home: Path) -> Manifest:
+    """The manifest, once every file it names is present with its checksum; IndexMissing/IndexError_."""
     home = Path(home)
     manifest = read_manifest(home)
     folder = home / manifest.generation
@@ -161,8 +164,16 @@ def load(home: Path) -> VectorIndex:
         path = folder / name
         if not path.is_file():
             raise IndexError_(f"{path} is missing (half-written or deleted index)")
-        if _sha256(path) != manifest.files.get(name):
+        if sha256_file(path) != manifest.files.get(name):
             raise IndexError_(f"{path} does not match its checksum in the manifest (corrupted or truncated)")
+    return manifest
+
+
+def load(home: Path) -> VectorIndex:
+    """The index in `home`, verified against its manifest; IndexMissing or IndexError_ otherwise."""
+    home = Path(home)
+    manifest = verify(home)
+    folder = home / manifest.generation
     try:
         chunks = [_chunk_from_json(d) for d in json.loads((folder / CHUNKS).read_text(encoding="utf-8"))]
         flat = faiss.read_index(str(folder / VECTORS))
@@ -211,7 +222,7 @@ def save(home: Path, index: VectorIndex) -> Manifest:
                 os.fsync(f.fileno())
             manifest = dataclasses.replace(
                 index.manifest, generation=folder.name,
-                files={name: _sha256(folder / name) for name in (CHUNKS, VECTORS)},
+                files={name: sha256_file(folder / name) for name in (CHUNKS, VECTORS)},
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             tmp = home / f".{MANIFEST}.tmp"
             _fsync_write(tmp, manifest.to_json().encode("utf-8"))

@@ -23,6 +23,7 @@ from kb.chunking import Chunk, chunk_article
 from kb.config import Config
 from kb.embedding import Embedder
 from kb.errors import ArticleError, IndexError_, IndexMissing
+from kb.store import FaissStore, Store
 
 Progress = Callable[[int, int, str], None]     # (done, total, message)
 BATCH = 64                                       # chunks per embedding call between progress reports
@@ -60,12 +61,13 @@ class IndexSummary:
         return out
 
 
-def _previous(config: Config, embedder: Embedder, rebuild: bool) -> tuple[store.VectorIndex | None, str | None]:
+def _previous(config: Config, embedder: Embedder, rebuild: bool,
+              backend: Store) -> tuple[store.VectorIndex | None, str | None]:
     """The previous index if it can be reused, else None and the reason for a full rebuild."""
     if rebuild:
         return None, "--rebuild requested"
     try:
-        old = store.load(config.home)
+        old = backend.load()
     except IndexMissing:
         return None, "no index yet"
     except IndexError_ as exc:
@@ -79,10 +81,13 @@ def _previous(config: Config, embedder: Embedder, rebuild: bool) -> tuple[store.
 
 
 def update_index(config: Config, articles: list[Article], errors: list[ArticleError], embedder: Embedder,
-                 rebuild: bool = False, progress: Progress | None = None) -> tuple[store.VectorIndex, IndexSummary]:
+                 rebuild: bool = False, progress: Progress | None = None,
+                 backend: Store | None = None) -> tuple[store.VectorIndex, IndexSummary]:
+    """Update the index in `backend` (default: the FAISS files in config.home); returns the index to serve."""
     t0 = time.perf_counter()
     report = progress or (lambda done, total, message: None)
-    old, reason = _previous(config, embedder, rebuild)
+    backend = backend or FaissStore(config.home)
+    old, reason = _previous(config, embedder, rebuild, backend)
     summary = IndexSummary(rebuilt=old is None, reason=reason,
                            skipped=[(e.path, str(e)) for e in errors])
     old_entries = old.manifest.articles if old else {}
@@ -141,7 +146,8 @@ def update_index(config: Config, articles: list[Article], errors: list[ArticleEr
     manifest = store.Manifest(model=embedder.model_id, passage_prompt=embedder.passage_prompt,
                               dimension=int(all_vectors.shape[1]), chunker=config.chunker, articles=entries)
     new = store.build(reused_chunks + todo, all_vectors, manifest)
-    store.save(config.home, new)
+    new = backend.write(new, changed=summary.added + summary.changed, deleted=summary.deleted,
+                        rebuild=summary.rebuilt)
     report(len(todo), len(todo), "saved")
     for name in ("added", "changed", "deleted", "unchanged", "kept_unreadable"):
         getattr(summary, name).sort()

@@ -4,8 +4,11 @@ The page is rendered section by section from `Article.sections`, so the `id` of 
 `Section.anchor` (the anchor citations link to) instead of a second slug algorithm. Code is highlighted by
 Pygments (`codehilite`, CSS inlined in the page); formulas (`$...$`, `$$...$$`) are kept away from Markdown
 and left as TeX inside `<span class="math">` for KaTeX's auto-render, whose files the caller serves (the app
-reuses the copy that ships with gradio). Raw HTML in an article is escaped, never passed through, and links
-to `javascript:`/`data:` URLs lose their href: an uploaded article cannot run script in the reader's page.
+reuses the copy that ships with gradio). Raw HTML in an article is escaped, never passed through, and every
+link and image URL goes through `kb.security.clean_url` (decoded as a browser decodes it; only http, https,
+relative and `#` links survive): an uploaded article cannot run script in the reader's page. The page has
+no inline script: KaTeX is started by the file at `ARTICLE_JS` (served by kb/web.py), so the page can be
+served with a CSP that allows same-origin script files only.
 
 This module knows Markdown and HTML, not where the page is served nor gradio.
 """
@@ -16,11 +19,11 @@ import re
 from functools import lru_cache
 
 from kb.articles import Article, iter_blocks
+from kb.security import clean_url
 
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\$)")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 _PLACEHOLDER = re.compile(r"KBMATH([DI])(\d+)X")
-_UNSAFE_URL = re.compile(r"^\s*(javascript|vbscript|data):", re.I)
 
 
 def _markdown():
@@ -28,24 +31,30 @@ def _markdown():
     from markdown.treeprocessors import Treeprocessor
 
     class SafeLinks(Treeprocessor):
-        """Drop script URLs and open links that leave the page in a new tab."""
+        """Keep only links and images whose URL `clean_url` accepts, in its cleaned form."""
 
         def run(self, root):
-            for el in root.iter("a"):
-                href = el.get("href", "")
-                if _UNSAFE_URL.match(href):
-                    del el.attrib["href"]
-            for el in root.iter("img"):
-                if _UNSAFE_URL.match(el.get("src", "")):
-                    del el.attrib["src"]
+            for tag, attr in (("a", "href"), ("img", "src")):
+                for el in root.iter(tag):
+                    if attr not in el.attrib:
+                        continue
+                    url = clean_url(el.get(attr))
+                    if url is None:
+                        del el.attrib[attr]
+                    else:
+                        el.set(attr, url)
 
     md = markdown.Markdown(extensions=["fenced_code", "codehilite", "tables", "sane_lists"],
                            extension_configs={"codehilite": {"guess_lang": False, "css_class": "codehilite"}})
     # Without these two, raw HTML would pass through; with them it is escaped and shown as text.
     md.preprocessors.deregister("html_block")
     md.inlinePatterns.deregister("html")
-    md.treeprocessors.register(SafeLinks(md), "safe_links", 0)
+    # Last of all treeprocessors (after "unescape" at 0), so it sees each URL exactly as it will be written.
+    md.treeprocessors.register(SafeLinks(md), "safe_links", -100)
     return md
+
+
+_FENCE_INFO = re.compile(r"^(\s*(?:`{3,}|~{3,}))\s*([\w#.+-]*)\s.*$")
 
 
 def _protect_math(text: str) -> tuple[str, list[str]]:
@@ -56,6 +65,9 @@ def _protect_math(text: str) -> tuple[str, list[str]]:
     for kind, s, e in iter_blocks(text):
         if kind == "code":
             code.update(range(s, e + 1))
+            # Python-Markdown's fenced_code accepts only a language after the fence; the articles' extra
+            # words (`no-run`, `file=NAME`, `min=3.12`) would turn the block into inline text.
+            lines[s] = _FENCE_INFO.sub(r"\1\2", lines[s])
         else:
             formulas.append("\n".join(lines[s:e + 1]).strip())
             lines[s:e + 1] = [f"KBMATHD{len(formulas) - 1}X"] + [""] * (e - s)
@@ -146,23 +158,19 @@ def _toc(article: Article) -> str:
     return f'<nav class="toc"><strong>目录</strong><ul>{"".join(items)}</ul></nav>' if items else ""
 
 
+ARTICLE_JS = "article.js"   # kb/static/article.js: starts KaTeX; served next to the page by kb/web.py
+
+
 def article_page(article: Article, katex_css: str | None = None, katex_autorender_js: str | None = None,
-                 demo_links: str = "") -> str:
-    """A whole HTML page for `article`. Pass the URLs of KaTeX's CSS and auto-render module to render
-    formulas; without them formulas stay readable TeX. `demo_links` is trusted HTML placed under the title."""
+                 demo_links: str = "", script_url: str | None = None) -> str:
+    """A whole HTML page for `article`. Pass the URLs of KaTeX's CSS and auto-render module and of
+    `ARTICLE_JS` (`script_url`) to render formulas; without them formulas stay readable TeX. `demo_links`
+    is trusted HTML placed under the title. The page holds no inline script."""
     head_math, script = "", ""
-    if katex_css and katex_autorender_js:
+    if katex_css and katex_autorender_js and script_url:
         head_math = f'<link rel="stylesheet" href="{html.escape(katex_css, quote=True)}">'
-        script = f"""<script type="module">
-import render from "{html.escape(katex_autorender_js, quote=True)}";
-for (const el of document.querySelectorAll(".math")) {{
-  render(el, {{delimiters: [{{left: "$$", right: "$$", display: true}}, {{left: "$", right: "$", display: false}}],
-              throwOnError: false}});
-}}
-// Formulas change the layout: land on the cited section again once they are typeset.
-if (location.hash) {{ document.getElementById(decodeURIComponent(location.hash.slice(1)))?.scrollIntoView(); }}
-document.body.dataset.math = "rendered";
-</script>"""
+        script = (f'<script type="module" src="{html.escape(script_url, quote=True)}" '
+                  f'data-autorender="{html.escape(katex_autorender_js, quote=True)}"></script>')
     tags = " · ".join(html.escape(t) for t in article.tags)
     return f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">

@@ -2,6 +2,7 @@
 
     /article/<slug>            the article as HTML (kb.render), each heading's id = Section.anchor
     /kb-assets/<file>          KaTeX CSS, fonts and auto-render, served from the copy inside gradio
+    /kb-assets/article.js      the article page's only script (kb/static/article.js): starts KaTeX
     /web/embed.html            the example page embedding the chat (kb/static/embed.html)
 
 KaTeX cannot be downloaded here; gradio ships it (hashed file names that change with its version), so the
@@ -21,9 +22,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from kb.render import article_page
+from kb.render import ARTICLE_JS, article_page
 
 EMBED_PAGE = resources.files("kb") / "static" / "embed.html"
+ARTICLE_SCRIPT = resources.files("kb") / "static" / ARTICLE_JS
 _KATEX_FILE = re.compile(r"(KaTeX_[A-Za-z0-9_-]+\.(woff2?|ttf)|katex-[A-Za-z0-9_-]+\.(css|js)|auto-render-[A-Za-z0-9_-]+\.js)")
 
 
@@ -57,15 +59,20 @@ def add_routes(app: FastAPI, kb) -> None:
         found = kb.articles.get(slug)
         if found is None:
             return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>没有这篇文章</title>"
-                                f"<p>没有 slug 为 “{html.escape(slug)}” 的文章。<a href='../'>返回</a></p>",
+                                f"<p>没有 slug 为 “{html.escape(slug[:80])}” 的文章。<a href='../'>返回</a></p>",
                                 status_code=404)
         demos = ""
         if found.demos:
             items = "、".join(f"<code>{html.escape(d)}</code>" for d in found.demos)
             demos = f'<p class="meta">相关演示：{items}（在应用的“演示”页运行）</p>'
         page = article_page(found, f"../kb-assets/{css}" if css else None, f"../kb-assets/{js}" if js else None,
-                            demo_links=demos)
+                            demo_links=demos, script_url=f"../kb-assets/{ARTICLE_JS}")
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get(f"/kb-assets/{ARTICLE_JS}")
+    def article_script():
+        return Response(ARTICLE_SCRIPT.read_text(encoding="utf-8"), media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
 
     @app.get("/kb-assets/{name}")
     def asset(name: str):

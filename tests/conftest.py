@@ -19,3 +19,7 @@ if str(ROOT) not in sys.path:
 def _isolated_kb_home(tmp_path, monkeypatch):
     """Every test gets its own KB_HOME so no test touches the user's index."""
     monkeypatch.setenv("KB_HOME", str(tmp_path / "kb-home"))
+
+
+# The real PostgreSQL (pgserver) and Redis servers of the scale-out tests (tests/servers.py).
+from servers import pg_server, pg_url, redis_url  # noqa: E402,F401

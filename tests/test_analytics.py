@@ -43,7 +43,8 @@ def fill(log, clock):
     for dt, q, ok, cits, art in [
         (0, "生成器为什么省内存？", True, [{"slug": "python-generators", "anchor": "惰性"}], ""),
         (60, "生成器为什么省内存", True, [{"slug": "python-generators", "anchor": "惰性"},
-                                         {"slug": "python-list-tuple", "anchor": "列表"}], "python-generators"),
+                                         {"slug": "python-list-tuple", "anchor": "列表"},
+                                         {"slug": "python-generators", "anchor": "yield"}], "python-generators"),
         (120, "怎么部署到 K8S", False, [], "python-generators"),
         (DAY, "怎么部署到k8s？", False, [], ""),
         (DAY + 60, "MRO 是什么", True, [{"slug": "python-mro", "anchor": "c3"}], ""),
@@ -147,7 +148,7 @@ def test_csv_export_exact_and_formula_safe(log, clock):
                        "comment", "demos"]
     assert rows[1] == ["1", "2027-01-15T08:00:00Z", "生成器为什么省内存？", "1", "python-generators#惰性",
                        "extractive", "", "1", "'+1 好", "generator:pass generator:running"]
-    assert rows[2][4] == "python-generators#惰性 python-list-tuple#列表"
+    assert rows[2][4] == "python-generators#惰性 python-list-tuple#列表 python-generators#yield"
     assert rows[6][2] == "'=HYPERLINK(\"http://x\") 是什么", "a formula cell is neutralised"
     path = log.path.parent / "q.csv"
     assert log.export_csv(path, days=0.5) == 3, "the second day: two questions and the formula one"

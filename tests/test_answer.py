@@ -208,6 +208,7 @@ def test_llm_failure_falls_back_to_the_extractive_answer(kb, llm_server):
     cfg = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, timeout_s=10)
     a = answer(kb, QUESTIONS["python-gc"], llm=cfg)
     assert a.mode == "extractive" and "LLM 不可用" in a.notice
+    assert llm_server.base_url not in a.notice + a.text and "127.0.0.1" not in a.notice, "no internal URL in answers"
     assert a.citations[0].slug == "python-gc" and "**来源**" in a.text
 
 

@@ -210,7 +210,7 @@ def admin(tmp_path):
     shutil.copy(ARTICLES / "python-list-tuple.md", arts)
     kb = KnowledgeBase(Config(articles_dir=arts, home=tmp_path / "home"), embedder=FakeEmbedder())
     kb.index()
-    return ChatApp(kb, Runner(tmp_path / "runs"), admin_password="s3cret"), arts, tmp_path
+    return ChatApp(kb, Runner(tmp_path / "runs"), admin_password="s3cret", upload_dir=tmp_path / "upload"), arts, tmp_path
 
 
 def upload(state, tmp, name, data, password="s3cret", original=None):

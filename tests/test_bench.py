@@ -1,5 +1,6 @@
 """`kb bench` end to end on a tiny corpus with the fake embedder and a small synthetic scale run."""
 import numpy as np
+import pytest
 
 from kb.bench import format_report, run_bench, synthetic
 from kb.config import Config
@@ -51,3 +52,31 @@ def test_scale_sweep_marks_the_first_setting_reaching_the_target_recall():
         assert len(marked) == 1, "exactly one operating point per index type"
         first = next((r for r in sweep if r.recall10 >= TARGET_RECALL), sweep[-1])
         assert marked[0] is first
+
+
+def test_backends_side_by_side_with_deltas_against_torch(tmp_path):
+    from kb.bench import METRICS, bench_backends
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    write_article(folder, "a-list", "列表是可变的。\n\n## 元组\n\n元组不可变；引用不变。\n")
+    write_article(folder, "b-gen", "生成器按需产出。\n\n## gc\n\ngc 回收循环引用。\n")
+    devset = tmp_path / "dev.jsonl"
+    devset.write_text('{"id": "q1", "question": "元组可变吗", "articles": ["a-list"]}\n'
+                      '{"id": "q2", "question": "gc 回收什么", "articles": ["b-gen"]}\n'
+                      '{"id": "q3", "question": "量子计算的前景", "articles": []}\n', encoding="utf-8")
+    fakes = {"torch": FakeEmbedder(TERMS), "onnx-int8": FakeEmbedder(TERMS[:2])}
+    rows = bench_backends(Config(articles_dir=folder, home=tmp_path / "home"), ["torch", "onnx-int8"],
+                          str(devset), log=lambda m: None, embedders=fakes)
+    assert [r.backend for r in rows] == ["torch", "onnx-int8"]
+    torch_row, int8 = rows
+    assert fakes["torch"].calls and fakes["onnx-int8"].calls, "each backend built its own index"
+    assert set(torch_row.metrics) == set(METRICS) and torch_row.deltas == {}
+    assert int8.deltas == {k: round(int8.metrics[k] - torch_row.metrics[k], 4) for k in METRICS}
+    assert torch_row.build_speedup == 1.0 and torch_row.embed_speedup == 1.0
+    assert int8.build_speedup == pytest.approx(torch_row.build_s / int8.build_s)
+    assert all(r.embed_p95_ms >= r.embed_p50_ms > 0 and r.chunks_per_s > 0 for r in rows)
+    assert not (tmp_path / "home").exists(), "the user's index is never written"
+    from kb.bench import BenchReport
+    text = format_report(BenchReport(backends=rows))
+    assert "| backend | load s (first / cached) |" in text and "\n| onnx-int8 | " in text, text

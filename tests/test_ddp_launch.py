@@ -32,7 +32,7 @@ def test_spec_registered():
     assert spec is ddp_launch.SPEC
     assert spec.processes == 2
     assert spec.validate({}) == {"nproc": 2, "epochs": 2, "global_batch": 16, "lr": 0.1, "seed": 0,
-                                 "variant": "none"}
+                                 "variant": "none", "launcher": "auto"}
     assert spec.param("variant").advanced
 
 
@@ -57,6 +57,38 @@ def test_watchdog_stops_a_hung_launch(tmp_path):
     rc, lines = ddp_launch.launch(hung, report, tmp_path / "log.txt", watchdog_s=1.0)
     assert rc == -15, "SIGTERM from the watchdog"
     assert lines == ["started"] and (tmp_path / "log.txt").read_text() == "started\n"
+
+
+def m_launcher(result: dict) -> str:
+    return result["metrics"]["launcher"]
+
+
+def test_independent_reference_agrees_with_the_workers_own_code():
+    """Two implementations written apart: the launcher's reference (own data, init, loss, autograd step) and
+    the worker's make_dataset/make_model/sgd_step run single-process over the same global batches."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from demos import ddp_worker
+
+    ref_params, ref_losses = ddp_launch.reference_run(epochs=2, global_batch=16, lr=0.1, seed=5)
+    x, y = ddp_worker.make_dataset()
+    assert torch.equal(torch.cat(ddp_launch.reference_data(), 1), torch.cat((x, y), 1)), "same data by definition"
+    dataset = TensorDataset(x, y)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=5)
+    model = ddp_worker.make_model(5)
+    assert ddp_worker.flat_params(model).tolist() == ddp_launch.initial_params(5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    worker_params, worker_losses = [], []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for xb, yb in DataLoader(dataset, batch_size=16, sampler=sampler, drop_last=True):
+            worker_losses.append(ddp_worker.sgd_step(model, opt, xb, yb))
+            worker_params.append(ddp_worker.flat_params(model).tolist())
+    assert len(worker_params) == len(ref_params) == 16
+    worst = max(abs(a - b) for wp, rp in zip(worker_params, ref_params) for a, b in zip(wp, rp))
+    assert worst < 1e-13, worst
+    assert worker_losses == pytest.approx(ref_losses, rel=1e-12)
 
 
 def test_reference_run_is_deterministic_and_learns():
@@ -85,7 +117,9 @@ def test_two_concurrent_default_runs_both_pass(tmp_path):
         assert result["passed"] is True
         assert [c["name"] for c in result["checks"]] == [
             "workers_exit_cleanly", "step_count", "params_bit_identical_every_step",
-            "matches_single_process_full_batch", "loss_decreases"]
+            "first_update_from_own_autograd", "matches_single_process_full_batch", "batch_losses_match_reference",
+            "loss_decreases"]
+        assert m_launcher(result) == "fork"
         m = result["metrics"]
         assert m["world_size"] == 2 and m["backend"] == "gloo"
         assert m["max_param_diff_across_ranks"] == 0.0
@@ -103,8 +137,9 @@ def test_two_concurrent_default_runs_both_pass(tmp_path):
 def test_no_ddp_variant_breaks_bit_identity(tmp_path):
     report = _run(tmp_path, variant="no-ddp")
     assert _checks(report) == {"workers_exit_cleanly": True, "step_count": True,
-                               "params_bit_identical_every_step": False,
-                               "matches_single_process_full_batch": False, "loss_decreases": True}
+                               "params_bit_identical_every_step": False, "first_update_from_own_autograd": False,
+                               "matches_single_process_full_batch": False, "batch_losses_match_reference": False,
+                               "loss_decreases": True}
     detail = next(c.detail for c in report.checks if c.name == "params_bit_identical_every_step")
     assert detail.startswith("0/16 steps bit-identical") and "first mismatch at step 0" in detail, detail
     assert report.metrics["max_param_diff_across_ranks"] > 1e-6
@@ -115,8 +150,9 @@ def test_no_ddp_variant_breaks_bit_identity(tmp_path):
 def test_same_shard_variant_stays_identical_but_misses_full_batch(tmp_path):
     report = _run(tmp_path, variant="same-shard")
     assert _checks(report) == {"workers_exit_cleanly": True, "step_count": True,
-                               "params_bit_identical_every_step": True,
-                               "matches_single_process_full_batch": False, "loss_decreases": True}
+                               "params_bit_identical_every_step": True, "first_update_from_own_autograd": False,
+                               "matches_single_process_full_batch": False, "batch_losses_match_reference": False,
+                               "loss_decreases": True}
     assert report.metrics["max_param_diff_across_ranks"] == 0.0
     assert report.metrics["max_param_diff_vs_single_process"] > 1e-6
 

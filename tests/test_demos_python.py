@@ -35,7 +35,7 @@ def test_spec_is_light_and_bounded(module):
 
 def test_list_tuple_default(report):
     list_tuple.run(report, max_len=80, timeit_number=1000)
-    assert failed(report) == [] and len(report.checks) == 6
+    assert failed(report) == [] and len(report.checks) == 7
     assert report.metrics["sizeof_empty_list"] == 56 and report.metrics["sizeof_empty_tuple"] == 40
     assert report.metrics["capacities"] == [4, 8, 16, 24, 32, 40, 52, 64, 76, 92]
     assert report.artifacts == ["capacity.png"]
@@ -59,7 +59,7 @@ def test_list_tuple_catches_a_wrong_growth_formula(report, monkeypatch):
 
 def test_generator_default(report):
     generator.run(report)
-    assert failed(report) == [] and len(report.checks) == 7
+    assert failed(report) == [] and len(report.checks) == 8
     assert report.metrics["list_peak_bytes"] > 1_600_000, "200 000 pointers alone take 1.6 MB"
     assert report.metrics["generator_peak_bytes"] < 10_000
     lines = (report.out / "transcript.txt").read_text(encoding="utf-8").splitlines()
@@ -87,7 +87,7 @@ def test_generator_catches_a_wrong_average(report, monkeypatch):
 
 def test_mutability_default_and_repeatable(report, tmp_path):
     mutability.run(report)
-    assert failed(report) == [] and len(report.checks) == 11
+    assert failed(report) == [] and len(report.checks) == 12
     again = Report(tmp_path / "again", quiet=True)
     mutability.run(again)
     assert failed(again) == [], "the shared default list must be reset for the next run"
@@ -106,7 +106,7 @@ def test_mutability_catches_fixed_defaults_and_copying_arguments(report, monkeyp
 def test_gc_cycles_rings(tmp_path, size):
     report = Report(tmp_path, quiet=True)
     gc_cycles.run(report, cycle_size=size)
-    assert failed(report) == [] and len(report.checks) == 7
+    assert failed(report) == [] and len(report.checks) == 8
     assert report.metrics["collected"] >= size
     assert report.metrics["generations"] == [0, 1, 2, 2]
     assert report.metrics["threshold"] == [700, 10, 10]
@@ -174,6 +174,7 @@ def test_mro_catches_depth_first_linearization(report, monkeypatch):
 def test_object_reference_default(report):
     object_reference.run(report)
     assert failed(report) == [] and len(report.checks) == 12
+    assert all("(oracle: " in c.detail for c in report.checks), [c.detail for c in report.checks]
 
 
 def test_object_reference_catches_rebinding_that_mutates(report, monkeypatch):
@@ -188,7 +189,7 @@ def test_object_reference_catches_rebinding_that_mutates(report, monkeypatch):
 
 def test_tf_export_default(report):
     tf_export.run(report)
-    assert failed(report) == [] and len(report.checks) == 9
+    assert failed(report) == [] and len(report.checks) == 10
     assert report.metrics["exported_paths"] == 20
 
 
@@ -235,7 +236,7 @@ def test_tf_export_catches_wrapping_decorator_and_missing_duplicate_check(report
 
 def test_autograd_default(report):
     autograd.run(report)
-    assert failed(report) == [] and len(report.checks) == 7
+    assert failed(report) == [] and len(report.checks) == 8
     assert report.metrics["gradient"] == [3.151379, 0.252161, 0.865026, 0.884289], "the article's numbers"
     assert report.metrics["max_abs_err_autograd"] <= 1e-12
     assert report.metrics["max_abs_err_finite_diff"] <= 1e-6
@@ -263,3 +264,61 @@ def test_autograd_catches_a_gradcheck_that_accepts_everything(report, monkeypatc
     monkeypatch.setattr(autograd, "bad_square", lambda: GoodSquare)  # ...so "caught a bad one" fails
     autograd.run(report, size=3)
     assert failed(report) == ["gradcheck 通过，并能发现错误的 backward"]
+
+
+# ---- each demo's article edge case, and every check names its oracle ---------------------------------
+
+@pytest.mark.parametrize("module", SMALL_DEMOS, ids=lambda m: m.SPEC.id)
+def test_every_check_states_its_oracle(module, tmp_path):
+    report = Report(tmp_path, quiet=True)
+    module.run(report, **({"timeit_number": 1000} if module is list_tuple else {}))
+    missing = [c.name for c in report.checks if "(oracle: " not in c.detail]
+    assert missing == [], f"{module.SPEC.id}: checks without an oracle in their detail line: {missing}"
+
+
+def test_tuple_edges_follow_the_article():
+    edges = list_tuple.tuple_edges()
+    assert edges["errors"][1] == "TypeError 'tuple' object doesn't support item deletion"
+    assert edges["tuple"] == ((1, 2, 3, 4), False, (1, 2, 3)) and edges["list"] == ([1, 2, 3, 4], True)
+
+
+def test_yield_from_returns_the_subgenerators_value():
+    assert generator.delegate_scores((90, 80, 100)) == {"math": 90.0}
+    assert generator.delegate_scores((1, 2)) == {"math": 1.5}
+
+
+def test_plus_versus_iadd_edge():
+    edge = mutability.plus_vs_iadd()
+    assert edge["plus"] == ([1, 2], [1]) and edge["iadd"] == ([1, 2], [1, 2]), edge
+
+
+def test_pep442_cycle_with_finalizers_is_collected():
+    import gc
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        before, after, found, garbage = gc_cycles.finalizer_cycle()
+    finally:
+        if was:
+            gc.enable()
+    assert before == [] and sorted(after) == ["__del__ x，对方是 y", "__del__ y，对方是 x"] and garbage == 0
+    assert found >= 2, found
+
+
+def test_tf_export_subclass_case_needs_dict_not_hasattr(report, monkeypatch):
+    sub = tf_export.subclass_exports()
+    assert sub["inherited"] == ("layers.Layer",) and sub["export_error"] is None and sub["collected"] == 2
+
+    def set_attr_with_hasattr(self, symbol, attr, names):  # the bug the article warns about
+        if hasattr(symbol, attr) and not self._allow_multiple_exports:
+            raise tf_export.SymbolAlreadyExposedError(f"{symbol.__name__} is already exposed as {getattr(symbol, attr)}")
+        setattr(symbol, attr, names)
+    monkeypatch.setattr(tf_export.api_export, "_set_attr", set_attr_with_hasattr)
+    tf_export.run(report)
+    assert failed(report) == ["子类可另行导出，未导出的子类不会冒用父类的名字（查 __dict__ 而非 hasattr）"]
+
+
+def test_autograd_nonscalar_backward():
+    error, grad = autograd.nonscalar_backward()
+    assert error == "RuntimeError grad can be implicitly created only for scalar outputs"
+    assert grad == [2.0, 0.4, 0.06]

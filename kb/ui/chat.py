@@ -10,8 +10,11 @@ import html
 import gradio as gr
 
 from demos import registry
+from kb import security
 from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
+from kb.security import UnsafeInput
+from kb.ui.guard import log, refuse
 from kb.ui.runs import RunPanel
 
 MAX_LINKED_DEMOS = 3               # demo buttons under an answer
@@ -22,22 +25,26 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 class ChatHandlers:
     """The chat's handlers; `self` is the ChatApp (kb, llm, _slug_or_none)."""
 
-    def ask(self, question: str, history: list | None, article: str = ""):
+    def ask(self, question: str, history: list | None, article: str = "", request: gr.Request = None):
         """Chat handler: yields (chatbot messages, cleared textbox, evidence, linked demo ids, 3 buttons)."""
-        history = list(history or [])
-        question = (question or "").strip()
+        try:
+            question = security.text_field(question, "问题", self.limits).strip()
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "chat") from None
+        history = list(history or []) if isinstance(history, list) else []
         if not question:
-            raise gr.Error("请输入问题：问题不能为空。")
+            raise refuse("请输入问题：问题不能为空。", request, "chat")
         limit = self.kb.config.max_question_chars
         if len(question) > limit:
             gr.Warning(f"问题有 {len(question)} 字，超过 {limit} 字，只检索了前 {limit} 字。")
-        turns = _turns(history)
+        turns = security.bound_turns(_turns(history, self.limits.max_history_turns), self.limits)
         try:
             stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
         except QueryError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc), request, "chat") from None
         except KBError as exc:
-            raise gr.Error(f"知识库出错：{exc}") from None
+            log.error("chat failed: %s", exc)
+            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "chat") from None
         history.append({"role": "user", "content": _shown_question(question)})
         history.append({"role": "assistant", "content": ""})
         evidence = evidence_markdown(stream.answer)
@@ -66,19 +73,41 @@ def _shown_question(question: str) -> str:
     return html.escape(shown, quote=False)
 
 
-def _turns(history: list) -> list[tuple[str, str]]:
-    """(question, answer) pairs of the chat so far, for follow-ups."""
+def _turns(history: list, max_turns: int | None = None) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the chat so far, for follow-ups; only the last `max_turns` are read.
+
+    A message's content is a string, or (Gradio 6 in the browser) a list of parts such as
+    {"type": "text", "text": ...}; files and other non-text parts are skipped."""
+    if not isinstance(history, list):
+        return []
+    if max_turns is not None:
+        history = history[-4 * max_turns:]   # a turn is 2 messages; leave room for extra assistant messages
     turns, question = [], None
     for message in history:
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(content, str):
+        if not isinstance(message, dict):
+            message = getattr(message, "__dict__", {})
+        role, content = message.get("role"), _message_text(message.get("content"))
+        if content is None:
             continue
         if role == "user":
             question = html.unescape(content)
         elif role == "assistant" and question is not None:
             turns.append((question, content))
             question = None
-    return turns
+    return turns[-max_turns:] if max_turns else turns
+
+
+def _message_text(content) -> str | None:
+    """The text of a chat message's content: a string, a text part, or a list of parts; None if no text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") if content.get("type", "text") == "text" and isinstance(content.get("text"), str) else None
+    if isinstance(content, (list, tuple)):
+        texts = [t for t in (_message_text(part) for part in content[:50]) if t is not None]
+        return "\n".join(texts) if texts else None
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else None
 
 
 def demo_buttons(demo_ids: list[str]) -> list:
@@ -104,7 +133,8 @@ def evidence_markdown(a: Answer) -> str:
     for i, h in enumerate(a.hits, start=1):
         c = h.chunk
         text = html.escape(c.text[:300].replace("\n", " "), quote=False) + ("…" if len(c.text) > 300 else "")
-        rows.append(f"**{i}. [{html.escape(c.title)} › {html.escape(c.heading_path[-1])}](article/{c.slug}#{c.anchor})**"
+        link = f"{security.markdown_text(c.title)} › {security.markdown_text(c.heading_path[-1])}"
+        rows.append(f"**{i}. [{link}](article/{c.slug}#{c.anchor})**"
                     f" · 融合 {h.score:.4f} · 向量 {h.dense_score:.3f} · BM25 {h.bm25_score:.2f}\n\n> {text}")
     return "\n\n".join(head + rows)
 
@@ -134,11 +164,19 @@ def create_event_handlers(state, ui: dict) -> None:
     outputs = [ui["chatbot"], ui["question"], ui["evidence"], ui["linked"], *buttons]
     inputs = [ui["question"], ui["chatbot"], ui["article_state"]]
     for trigger, name in ((ui["send"].click, "chat_send"), (ui["question"].submit, "chat_submit")):
-        trigger(state.ask, inputs, outputs, api_name=name, api_visibility="private")
+        # The chat shares /ask's concurrency group: a few answers at once (see kb/ui/api.py).
+        trigger(state.ask, inputs, outputs, api_name=name, api_visibility="private",
+                concurrency_limit=state.limits.ask_concurrency, concurrency_id="ask")
     for i, button in enumerate(buttons):
-        button.click(lambda ids, i=i: (yield from state.run_linked_demo(i, ids)), [ui["linked"]],
-                     panel.outputs, api_visibility="private")
+        button.click(linked_demo_handler(state, i), [ui["linked"]], panel.outputs, api_visibility="private")
     panel.stop.click(state.cancel_run, [panel.run_id], [panel.status], api_visibility="private")
+
+
+def linked_demo_handler(state, index: int):
+    """The index-th demo button under an answer (a def, not a lambda, so gradio hands it the request)."""
+    def run(demo_ids: list, request: gr.Request = None):
+        yield from state.run_linked_demo(index, demo_ids, request)
+    return run
 
 
 def create_load_handlers(state, ui: dict, demo: gr.Blocks) -> None:

@@ -1,6 +1,7 @@
 """The 演示 tab: one form per demo (bounded inputs from its spec), the run panel and the run history.
 
-DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner and stream their view; the demo
+DemoHandlers (mixed into ChatApp) submit runs to the demos.runner.Runner (or the Celery pool's
+RemoteRunner, same API) and stream their view; the demo
 buttons under an answer (chat.py) use them too.
 """
 from __future__ import annotations
@@ -10,43 +11,67 @@ import html
 import gradio as gr
 
 from demos import present, registry
+from demos.runner import QueueFull, RunnerUnavailable
 from demos.spec import DemoParamError, DemoSpec
+from kb import security
+from kb.security import UnsafeInput
+from kb.ui.guard import client_key, refuse
+from kb.ui.owner import track_demo
 from kb.ui.runs import RunPanel, stream_view
 
 
 class DemoHandlers:
     """Demo handlers; `self` is the ChatApp (runner)."""
 
-    def start_demo(self, demo_id: str, params: dict | None = None):
-        """Submit a run: RunHandle, or gr.Error for an unknown demo or a bad parameter."""
+    def start_demo(self, demo_id: str, params: dict | None = None, request: gr.Request = None,
+                   question_id: int | None = None):
+        """Submit a run for this client (its session): RunHandle, or gr.Error for an unknown demo, a bad
+        parameter or a full queue. The launch and its pass/fail go to the question log (linked to the
+        question that offered the demo, when known)."""
         try:
-            return self.runner.submit(demo_id, params or {})
+            demo_id = security.text_field(demo_id, "demo_id", self.limits, required=True)
+            handle = self.runner.submit(demo_id, params or {}, client=client_key(request))
+        except UnsafeInput as exc:
+            raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo as exc:
-            raise gr.Error(str(exc)) from None
-        except (DemoParamError, ValueError) as exc:
-            raise gr.Error(f"参数有误：{exc}") from None
+            raise refuse(f"没有这个演示：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
+        except QueueFull as exc:
+            raise refuse(str(exc), request, "demo") from None
+        except RunnerUnavailable as exc:   # the Celery pool's broker is down: demos wait, answers go on
+            raise refuse(str(exc), request, "demo") from None
+        except (DemoParamError, ValueError, TypeError) as exc:
+            raise refuse(f"参数有误：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
+        track_demo(getattr(self, "question_log", None), question_id, handle)
+        return handle
 
-    def run_linked_demo(self, index: int, demo_ids: list[str]):
+    def run_linked_demo(self, index: int, demo_ids: list[str], request: gr.Request = None):
         """A demo button under an answer: run the index-th linked demo and stream its view."""
-        if not demo_ids or index >= len(demo_ids):
-            raise gr.Error("这个回答没有对应的演示。")
-        yield from stream_view(self.start_demo(demo_ids[index]), self.runner.max_concurrent)
+        if not isinstance(demo_ids, list) or index >= len(demo_ids):
+            raise refuse("这个回答没有对应的演示。", request, "demo")
+        yield from stream_view(self.start_demo(demo_ids[index], request=request), self.runner.max_concurrent)
 
-    def run_demo_form(self, demo_id: str, *values):
+    def run_demo_form(self, demo_id: str, *values, request: gr.Request = None):
         """The Demos tab: parameters in the spec's order (advanced ones included)."""
         spec = registry.get(demo_id)
         params = {p.name: v for p, v in zip(spec.params, values) if v is not None and v != ""}
-        yield from stream_view(self.start_demo(demo_id, params), self.runner.max_concurrent)
+        yield from stream_view(self.start_demo(demo_id, params, request), self.runner.max_concurrent)
 
-    def cancel_run(self, run_id: str):
-        for handle in self.runner.history():
-            if handle.id == run_id:
-                handle.cancel()
-                return f"已请求停止 {run_id}。"
-        return "没有正在运行的演示。"
+    def own_run(self, run_id, request: gr.Request = None):
+        """The run with this id when this client started it, else None (runs are private to a session)."""
+        handle = self.runner.get(run_id) if isinstance(run_id, str) else None
+        return handle if handle is not None and handle.client == client_key(request) else None
 
-    def history_rows(self) -> list[list]:
-        return present.history_rows(self.runner.load_history())
+    def cancel_run(self, run_id: str, request: gr.Request = None):
+        handle = self.own_run(run_id, request)
+        if handle is None or handle.done:
+            return "没有正在运行的演示。"
+        handle.cancel()
+        return f"已请求停止 {run_id}。"
+
+    def history_rows(self, request: gr.Request = None) -> list[list]:
+        """This client's runs only: another visitor's runs (and logs) are not shown."""
+        me = client_key(request)
+        return present.history_rows(h for h in self.runner.load_history() if h.client == me)
 
 
 def param_inputs(spec: DemoSpec) -> list:
@@ -93,8 +118,15 @@ def create_ui(ui: dict) -> None:
 def create_event_handlers(state, ui: dict, demo: gr.Blocks) -> None:
     panel, history = ui["demos_panel"], ui["run_history"]
     for demo_id, inputs, run_btn in ui["demo_forms"]:
-        run_btn.click(lambda *v, d=demo_id: (yield from state.run_demo_form(d, *v)), inputs, panel.outputs,
+        run_btn.click(demo_form_handler(state, demo_id), inputs, panel.outputs,
                       api_visibility="private").then(state.history_rows, None, history, api_visibility="private")
     panel.stop.click(state.cancel_run, [panel.run_id], [panel.status], api_visibility="private")
     ui["refresh_history"].click(state.history_rows, None, history, api_visibility="private")
     demo.load(state.history_rows, None, history, api_visibility="private")
+
+
+def demo_form_handler(state, demo_id: str):
+    """A demo's Run button: the request first (gradio inserts it), then the form's values."""
+    def run(request: gr.Request, *values):
+        yield from state.run_demo_form(demo_id, *values, request=request)
+    return run

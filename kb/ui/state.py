@@ -5,26 +5,52 @@ holds the shared objects and the two helpers several tabs use. Tests call the ha
 """
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
+
+import gradio as gr
 
 from demos.runner import Runner
+from kb.analytics import QuestionLog, open_log
 from kb.engine import KnowledgeBase
 from kb.llm import LLMConfig
+from kb.security import LIMITS, Limits, RateLimiter
 from kb.ui.admin import AdminHandlers
 from kb.ui.api import ApiHandlers
 from kb.ui.chat import ChatHandlers
 from kb.ui.demos import DemoHandlers
+from kb.ui.owner import OwnerHandlers
+
+log = logging.getLogger("kb.ui")
+_DEFAULT = object()
 
 
-class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, ApiHandlers):
-    """The app's state (knowledge base, runner, LLM, admin password) and every handler."""
+class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, OwnerHandlers, ApiHandlers):
+    """The app's state (knowledge base, runner, LLM, admin password, question log) and every handler.
+
+    question_log: where answers and their 👍/👎 are stored; by default `<KB_HOME>/analytics.sqlite3`
+    (kb.analytics.open_log); None keeps nothing (feedback is then refused with a message).
+    """
 
     def __init__(self, kb: KnowledgeBase, runner: Runner, llm: LLMConfig | None = None,
-                 admin_password: str | None = None):
+                 admin_password: str | None = None, limits: Limits = LIMITS, upload_dir: Path | None = None,
+                 question_log: QuestionLog | None = _DEFAULT):
         self.kb, self.runner, self.llm = kb, runner, llm
         self.admin_password = admin_password or None
+        self.limits = limits   # what one request may cost (kb.security.Limits)
+        # Files a client uploaded lie in gradio's upload cache; nothing else may be read as an upload.
+        self.upload_dir = Path(upload_dir) if upload_dir else Path(gr.utils.get_upload_folder())
+        self.admin_limiter = RateLimiter(attempts=10, window_s=60.0)   # wrong passwords per client address
         self._index_lock = threading.Lock()
+        if question_log is _DEFAULT:
+            try:
+                question_log = open_log(kb.config)
+            except Exception as exc:   # a broken log must not keep the app from answering
+                log.warning("question log unavailable: %s", exc)
+                question_log = None
+        self.question_log = question_log
 
     def _slug_or_none(self, slug: str | None) -> str | None:
-        slug = (slug or "").strip()
+        slug = slug.strip() if isinstance(slug, str) else ""
         return slug if slug in self.kb.articles else None

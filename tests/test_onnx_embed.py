@@ -1,0 +1,102 @@
+"""The ONNX Runtime backend: selection by KB_EMBED_BACKEND, parity with the torch model, and the cached ONNX
+file checked by SHA-256 (a corrupted one is made again, never loaded)."""
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb.config import Config
+from kb.embedding import SentenceTransformerEmbedder, make_embedder, resolve_model
+from kb.errors import ModelError
+from kb.onnx_embed import CACHE_MANIFEST, OnnxEmbedder, ensure_onnx
+from kb.index import sha256_file
+
+SENTENCES = ["列表和元组有什么区别？", "Python 的垃圾回收用引用计数和分代回收", "pdb 怎么设置条件断点",
+             "EDM 的预条件 c_skip 和 c_out", "torchrun 启动 DDP 多进程训练",
+             "生成器" * 400]          # > 512 tokens: the truncation must match sentence-transformers'
+
+
+def test_backend_is_selected_by_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KB_EMBED_BACKEND", "onnx")
+    config = Config.from_env()
+    assert config.embed_backend == "onnx"
+    e = make_embedder(config)
+    assert isinstance(e, OnnxEmbedder) and e.variant == "fp32", f"got {type(e).__name__}"
+    assert e.cache_dir == tmp_path / "home" / "onnx", "the ONNX file is cached beside the index"
+    assert e.model_id == "m3e-small@onnx"
+    assert not (tmp_path / "home").exists(), "making the embedder loads nothing"
+
+    monkeypatch.setenv("KB_EMBED_BACKEND", "torch")
+    torch_e = make_embedder(Config.from_env())
+    assert isinstance(torch_e, SentenceTransformerEmbedder) and torch_e.model_id == "m3e-small"
+    assert make_embedder(Config.from_env(embed_backend="onnx-int8")).model_id == "m3e-small@onnx-int8", \
+        "an explicit override wins over the environment"
+    ids = {make_embedder(Config(embed_backend=b)).model_id for b in ("torch", "onnx", "onnx-int8")}
+    assert len(ids) == 3, "each backend has its own model id, so a backend switch rebuilds the index"
+
+    monkeypatch.setenv("KB_EMBED_BACKEND", "tensorrt")
+    with pytest.raises(ModelError, match="KB_EMBED_BACKEND must be one of torch, onnx, onnx-int8"):
+        Config.from_env()
+
+
+def test_cli_rejects_an_unknown_backend_in_one_line(monkeypatch, capsys):
+    from kb.cli import main
+    monkeypatch.setenv("KB_EMBED_BACKEND", "gpu")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kb: error: unknown embedding backend 'gpu' (KB_EMBED_BACKEND must be one of torch, onnx, "
+                   "onnx-int8)"], err
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.mark.slow
+def test_onnx_backends_agree_with_torch(onnx_cache):
+    torch_vectors = SentenceTransformerEmbedder(show_progress=False).embed_documents(SENTENCES)
+    for backend, floor in (("onnx", 0.9999), ("onnx-int8", 0.99)):
+        e = OnnxEmbedder("m3e-small", onnx_cache, backend)
+        docs = e.embed_documents(SENTENCES)
+        assert docs.shape == (len(SENTENCES), 512) and docs.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5, err_msg="normalized")
+        cosines = (docs * torch_vectors).sum(1)
+        assert cosines.min() >= floor, f"{backend}: cosine to torch {np.round(cosines, 4)} below {floor}"
+        q = e.embed_query(SENTENCES[0])
+        np.testing.assert_allclose(q, docs[0], atol=1e-5, err_msg=f"{backend}: a text's vector does not "
+                                   "depend on the texts embedded with it, and a query embeds like a passage")
+        assert int(np.argmax(docs @ e.embed_query("垃圾回收"))) == 1, f"{backend}: nearest sentence"
+    manifest = json.loads((onnx_cache / CACHE_MANIFEST).read_text())
+    assert set(manifest) == {"fp32", "int8"}
+    for variant, entry in manifest.items():
+        assert sha256_file(onnx_cache / entry["file"]) == entry["sha256"], f"{variant} checksum recorded"
+
+
+@pytest.mark.slow
+def test_corrupted_cached_onnx_file_is_made_again(onnx_cache, caplog):
+    path = onnx_cache / "model-int8.onnx"
+    if not path.is_file():
+        pytest.skip("needs the cache made by test_onnx_backends_agree_with_torch")
+    model_dir = Path(resolve_model("m3e-small"))
+    good = json.loads((onnx_cache / CACHE_MANIFEST).read_text())["int8"]["sha256"]
+    assert ensure_onnx(model_dir, onnx_cache, "int8") == path, "a verified file is reused"
+
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])   # silent damage in the weights
+    path.write_bytes(bytes(data))
+    assert sha256_file(path) != good
+    with caplog.at_level(logging.WARNING, logger="kb"):
+        assert ensure_onnx(model_dir, onnx_cache, "int8") == path
+    assert any("does not match its checksum" in r.getMessage() for r in caplog.records), caplog.text
+    assert sha256_file(path) == json.loads((onnx_cache / CACHE_MANIFEST).read_text())["int8"]["sha256"]
+    assert sha256_file(path) == good, "made again from the same float32 file, byte for byte"
+
+    path.write_bytes(b"truncated")                                    # and a truncated file, used end to end
+    e = OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8")
+    v = e.embed_documents(SENTENCES[:2])
+    assert v.shape == (2, 512) and sha256_file(path) == good, "the embedder never loads a damaged file"
