@@ -84,15 +84,26 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
-    add_security(app, state.limits, state.kb.config.site_url)
+    # Gradio checks that a file input's path was uploaded by the client (lies in its upload cache) only for
+    # a launched app; a mounted one skips the check and copies any server file a client names into the
+    # cache. The flag is what launch() sets, and the check is its only reader (gradio 6.31). The admin's
+    # upload handler checks the path itself as well (kb.security.uploaded_file).
+    blocks.has_launched = True
+    arity = {fn.api_name: len(fn.inputs) for fn in blocks.fns.values() if isinstance(fn.api_name, str)}
+    add_security(app, state.limits, state.kb.config.site_url, arity)
     return app
 
 
-def add_security(app, limits: Limits = LIMITS, site_url: str | None = None) -> None:
+def add_security(app, limits: Limits = LIMITS, site_url: str | None = None,
+                 api_arity: dict[str, int] | None = None) -> None:
     """CSP on every response (frame-ancestors: this origin, the blog's (KB_SITE_URL) and KB_FRAME_ANCESTORS;
-    article pages allow same-origin script files only), nosniff, and a cap on request bodies (kb/security.py)."""
+    article pages allow same-origin script files only), nosniff, a cap on request bodies, file payloads only
+    from gradio's upload cache, and an unknown API name answered 404, not 500 (kb/security_http.py)."""
+    from kb.security_http import SecurityMiddleware
+
     ancestors = security.frame_ancestors_from(os.environ.get("KB_FRAME_ANCESTORS"), site_url)
-    app.add_middleware(security.SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(SecurityMiddleware, frame_ancestors=ancestors, max_body_bytes=limits.max_body_bytes,
+                       upload_folder=gr.utils.get_upload_folder(), api_arity=api_arity)
 
 
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:

@@ -4,6 +4,7 @@ the learned denoiser's training steps/s. Prints Markdown tables; `--json PATH` a
 
     python -m demos.bench --quick            # a few seconds on CPU
     python -m demos.bench --json bench.json  # CPU up to --max-samples (10⁶), CUDA up to 10⁷
+    python -m demos.bench --gpu-report       # eager vs CUDA graph, bytes/sample, roofline ratio
 
 It measures; it checks nothing (the demos and tests do). Speed numbers belong here, not in tests.
 """
@@ -158,6 +159,88 @@ def run_bench(quick: bool = False, max_samples: int = 10**6, cpu_batch: int = 25
     }
 
 
+def gpu_report(sizes=(10**6, 10**7), repeats: int = 3, log=print) -> dict:
+    """Heun N = 18 on the 2-D mixture: eager vs one captured CUDA graph (same latents, max |Δx|), samples/s,
+    the unfused implementation's bytes per sample, the device's copy bandwidth and data-sheet peak, and the
+    roofline ratio (achieved bytes/s ÷ bandwidth). On a CPU only the eager rows (no graph to capture)."""
+    import torch
+
+    from demos import gpu_sampler as gs
+    from demos.diffusion import FLOAT, make_mixture
+
+    device = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name()
+    per_sample = gs.traffic_bytes_per_sample()
+    copy_bw = gs.copy_bandwidth(device, nbytes=(1 << 30) if device.type == "cuda" else (1 << 26))
+    peak = gs.spec_bandwidth(name) if device.type == "cuda" else None
+    log(f"{name}: unfused Heun traffic {per_sample:,.0f} B/sample; copy bandwidth {copy_bw / 1e9:,.0f} GB/s"
+        + (f", data sheet {peak / 1e9:,.0f} GB/s" if peak else ""))
+    mixture = make_mixture(2, device=device)
+    rows = []
+    for n in sizes if device.type == "cuda" else [s for s in sizes if s <= 10**6]:
+        z = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=FLOAT).to(device)
+        modes = [("eager", lambda z=z: gs.eager_heun(mixture, z))]
+        graphed = None
+        if device.type == "cuda":
+            t0 = time.perf_counter()
+            graphed = gs.GraphedHeun(mixture, n)
+            _sync(device)
+            capture_s = time.perf_counter() - t0
+            modes.append(("cuda-graph", lambda z=z: graphed(z)))
+            try:  # Inductor fuses the elementwise ops (less traffic); "reduce-overhead" adds CUDA graphs
+                compiled = torch.compile(lambda z: gs.eager_heun(mixture, z), mode="reduce-overhead",
+                                         fullgraph=True, dynamic=False)
+                t0 = time.perf_counter()
+                compiled(z)
+                _sync(device)
+                log(f"torch.compile(mode='reduce-overhead'): compiled in {time.perf_counter() - t0:.1f} s")
+                modes.append(("compiled", lambda z=z: compiled(z).clone()))
+            except Exception as exc:  # no Triton, no compiler: report it, keep the other rows
+                log(f"torch.compile unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        outs = {}
+        for mode, fn in modes:
+            best = float("inf")
+            for _ in range(repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                outs[mode] = fn()
+                _sync(device)
+                best = min(best, time.perf_counter() - t0)
+            rate = n / best
+            bw = rate * per_sample
+            row = {"device": name, "mode": mode, "samples": n, "seconds": round(best, 4), "samples_per_s": round(rate),
+                   "bytes_per_sample": round(per_sample), "achieved_GBps": round(bw / 1e9, 1),
+                   "roofline_copy": round(bw / copy_bw, 3), "roofline_spec": round(bw / peak, 3) if peak else None,
+                   "capture_s": round(capture_s, 3) if mode == "cuda-graph" else None}
+            rows.append(row)
+            log(f"{mode:10} {n:>11,} samples {best:.4f} s  {rate:,.0f}/s  {bw / 1e9:,.0f} GB/s  "
+                f"roofline {row['roofline_copy']:.2f} of copy bandwidth")
+        for row in rows[-len(modes):]:
+            if row["mode"] != "eager":
+                diff = float((outs[row["mode"]] - outs["eager"]).abs().max())
+                row["max_abs_diff_vs_eager"] = diff
+                log(f"{row['mode']} vs eager on the same {n:,} latents: max |Δx| = {diff:.3e}")
+            del graphed
+            torch.cuda.empty_cache()
+    return {"device": name, "bytes_per_sample": per_sample, "copy_bandwidth": copy_bw, "spec_bandwidth": peak,
+            "rows": rows}
+
+
+def gpu_markdown(report: dict) -> str:
+    lines = [f"{report['device']}: unfused Heun N = 18 traffic {report['bytes_per_sample']:,.0f} B/sample; "
+             f"copy bandwidth {report['copy_bandwidth'] / 1e9:,.0f} GB/s"
+             + (f", data sheet {report['spec_bandwidth'] / 1e9:,.0f} GB/s" if report["spec_bandwidth"] else ""), "",
+             "| mode | samples | seconds | samples/s | GB/s | of copy bw | of data sheet | max |Δx| vs eager |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        spec = "—" if r["roofline_spec"] is None else f"{r['roofline_spec']:.2f}"
+        diff = r.get("max_abs_diff_vs_eager")
+        lines.append(f"| {r['mode']} | {r['samples']:,} | {r['seconds']:.4f} | {r['samples_per_s']:,} | "
+                     f"{r['achieved_GBps']:,.0f} | {r['roofline_copy']:.2f} | {spec} | "
+                     f"{'—' if diff is None else f'{diff:.1e}'} |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     lines = [f"torch {result['torch']}; Heun N = {result['num_steps']} (NFE {2 * result['num_steps'] - 1}), "
              "2-D 8-component mixture, float64", "",
@@ -178,6 +261,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="CPU only, 10^4 and 10^5 samples, 50 training steps")
     parser.add_argument("--max-samples", type=int, default=10**6, help="largest sample count on CPU (default 10^6)")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    parser.add_argument("--gpu-report", action="store_true",
+                        help="eager vs CUDA-graph Heun with the roofline ratio (on a CPU: the eager rows only)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 with --quick, since on a busy "
                              "2-core machine two threads ran the 10^4-sample case 20× slower than one)")
@@ -191,9 +276,14 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    result = run_bench(quick=args.quick, max_samples=args.max_samples)
-    print()
-    print(markdown(result))
+    if args.gpu_report:
+        result = gpu_report(sizes=(10**5,) if args.quick else (10**6, 10**7))
+        print()
+        print(gpu_markdown(result))
+    else:
+        result = run_bench(quick=args.quick, max_samples=args.max_samples)
+        print()
+        print(markdown(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, ensure_ascii=False, indent=2)

@@ -277,7 +277,7 @@ def plot_losses(path: Path, ddp_losses: list[float], ref_losses: list[float], wo
     ax.set_xlabel("step")
     ax.set_ylabel("batch MSE")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.95)  # fixed margins: tight_layout cost ~1 s of CPU per figure
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

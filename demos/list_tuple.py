@@ -129,7 +129,7 @@ def _plot(path, jumps: list[tuple[int, int]], formula: list[tuple[int, int]], ma
     ax.set_ylabel("capacity (slots)")
     ax.set_title("list over-allocation while appending")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)  # fixed margins: tight_layout cost ~1 s of CPU per figure
     fig.savefig(path)
     plt.close(fig)
 

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,9 @@ CHECK_CODE = {"run", "_run", "main", "main_for", "Report", "write_result", "_lea
               "oracle_s_sigma", "marginal_spread", "marginal_errors"}
 FORBIDDEN_FILES = {"demos/harness.py", "demos/mutate.py", "demos/mutations.py", "demos/spec.py",
                    "demos/edm_oracles.py"}
+
+
+TIMEOUT_FACTOR = 4
 
 
 class CatalogueError(Exception):
@@ -82,6 +86,8 @@ class Outcome:
     def verdict(self) -> str:
         if self.passed is None:
             return "catalogue-error"
+        if self.error and self.error.startswith("timeout"):
+            return "TIMEOUT"  # inconclusive: neither killed nor passed (a busy machine, or a hang)
         if self.kind == "bug":
             return "killed" if not self.passed else "SURVIVED"
         return "ok" if self.passed else "FALSE-ALARM"
@@ -188,16 +194,26 @@ def run_one(mutation: Mutation, timeout_s: float | None = None, root: Path = REP
         env.update(PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
         cmd = [sys.executable, "-m", spec.module, "--out", str(out), "--json",
                "--params-json", json.dumps(mutation.params)]
+        # Its own session, so the whole run (DDP workers included) can be stopped as one group: on a
+        # timeout, and when this process is interrupted.
+        proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        _LIVE.add(proc)
         try:
-            proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s or spec.timeout_s, start_new_session=True)
+            stdout, stderr = proc.communicate(timeout=timeout_s or spec.timeout_s)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
             return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary, False, [],
                            f"timeout after {timeout_s or spec.timeout_s:g} s", time.perf_counter() - start)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            _LIVE.discard(proc)
         seconds = time.perf_counter() - start
-        result = _last_json(proc.stdout)
+        result = _last_json(stdout)
         if result is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            tail = (stderr.strip().splitlines() or ["no output"])[-1]
             return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary, False, [],
                            f"exit {proc.returncode}, no result: {tail}", seconds)
         failed = [c["name"] for c in result["checks"] if not c["passed"]]
@@ -206,6 +222,17 @@ def run_one(mutation: Mutation, timeout_s: float | None = None, root: Path = REP
             error = error.strip().splitlines()[-1]
         return Outcome(mutation.key, mutation.demo, mutation.kind, mutation.summary,
                        bool(result["passed"]) and proc.returncode == 0, failed, error, seconds)
+
+
+_LIVE: set = set()  # demo runs in flight (stopped by main() when it is interrupted)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
 
 
 def _last_json(stdout: str) -> dict | None:
@@ -234,6 +261,7 @@ def summarize(outcomes: list[Outcome]) -> list[dict]:
             "survivors": [o.key for o in bugs if o.verdict == "SURVIVED"],
             "benign": len(benign), "false_alarms": sum(o.verdict == "FALSE-ALARM" for o in benign),
             "catalogue_errors": sum(o.verdict == "catalogue-error" for o in mine),
+            "timeouts": sum(o.verdict == "TIMEOUT" for o in mine),
             "seconds": round(sum(o.seconds for o in mine), 1),
         })
     return rows
@@ -254,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="only the CI subset")
     parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1: the machine is shared)")
-    parser.add_argument("--timeout", type=float, default=None, help="per-run timeout (default: the demo's)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="per-run timeout in s (default: 4 × the demo's own, so a busy machine does not turn "
+                             "slow runs into timeouts, which count as neither killed nor passed)")
     args = parser.parse_args(argv)
     try:
         chosen = select(args.demos, args.fast)
@@ -265,17 +295,28 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             print(f"{m.key:45} {m.kind:6} {'fast ' if m.fast else '     '}{m.summary}")
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds run_one, which stops its child
     started = time.perf_counter()
     progress = sys.stderr if args.json else sys.stdout
 
     def one(m: Mutation) -> Outcome:
-        o = run_one(m, args.timeout)
+        o = run_one(m, args.timeout or TIMEOUT_FACTOR * registry.get(m.demo).timeout_s)
         why = ", ".join(o.failed_checks) or o.error or ""
         print(f"{o.verdict:15} {o.key:45} {o.seconds:5.1f}s  {why[:110]}", file=progress, flush=True)
         return o
 
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(one, chosen))
+    try:
+        if args.jobs <= 1:
+            outcomes = [one(m) for m in chosen]
+        else:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                outcomes = list(pool.map(one, chosen))
+    finally:
+        for proc in list(_LIVE):  # interrupted: no demo run outlives us
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     rows = summarize(outcomes)
     total_bugs = sum(r["bugs"] for r in rows)
     total_killed = sum(r["killed"] for r in rows)
@@ -283,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
              "kill_rate": round(total_killed / total_bugs, 4) if total_bugs else None,
              "benign": sum(r["benign"] for r in rows), "false_alarms": sum(r["false_alarms"] for r in rows),
              "catalogue_errors": sum(r["catalogue_errors"] for r in rows),
+             "timeouts": sum(r["timeouts"] for r in rows),
              "seconds": round(time.perf_counter() - started, 1)}
     if args.json:
         print(json.dumps({"demos": rows, "total": total, "outcomes": [
@@ -298,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             for key in r["survivors"]:
                 print(f"survived: {key}")
-    ok = total["killed"] == total["bugs"] and total["false_alarms"] == 0 and total["catalogue_errors"] == 0
+    ok = (total["killed"] == total["bugs"] and total["false_alarms"] == 0 and total["catalogue_errors"] == 0
+          and total["timeouts"] == 0)
     return 0 if ok else 1
 
 

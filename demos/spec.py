@@ -1,6 +1,7 @@
 """What a demo declares about itself: typed, bounded parameters, needs and timeout."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +33,15 @@ class Param:
                 else:
                     value = bool(raw)
             elif self.kind is int:
-                if isinstance(raw, float) and not raw.is_integer():
+                if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                     raise ValueError(raw)
                 value = int(raw)
             elif self.kind is float:
+                if isinstance(raw, bool):
+                    raise ValueError(raw)
                 value = float(raw)
+                if not math.isfinite(value):   # NaN passes every bounds check; inf is never a useful setting
+                    raise ValueError(raw)
             else:
                 value = str(raw)
         except (TypeError, ValueError):

@@ -5,7 +5,7 @@ headers and a rate limiter for admin attempts.
     clean_url("https://example.org/a?b=1")     -> "https://example.org/a?b=1"
     uploaded_file(path, cache_folder)          -> Path inside the upload cache, or UnsafeInput
     bound_turns(turns, LIMITS)                 -> the last turns within the history budget
-    SecurityMiddleware(app, csp=...)           -> ASGI: CSP, nosniff, frame-ancestors, body-size cap
+    frame_ancestors_from(env, site_url)        -> the CSP frame-ancestors list (kb/security_http.py sends it)
     RateLimiter(5, 60).check("127.0.0.1")      -> seconds to wait, or 0.0
     csv_cell("=1+1")                           -> "'=1+1" (no formula runs in the owner's CSV export)
     is_safe_slug, check_site_url, is_inside, is_loopback_host: names, the blog's address, paths, bind address
@@ -252,28 +252,7 @@ class RateLimiter:
             return 0.0
 
 
-# ---- HTTP headers and body size -------------------------------------------------------------------------
-def content_security_policy(frame_ancestors: str = "'self'", strict_scripts: bool = False) -> str:
-    """The CSP header value. `strict_scripts`: only same-origin script files (article pages); otherwise
-    Gradio's page needs its inline bootstrap scripts. Both forbid plugins, foreign frames and `<base>`."""
-    script = "'self'" if strict_scripts else "'self' 'unsafe-inline' 'unsafe-eval'"
-    return "; ".join([
-        "default-src 'self'",
-        f"script-src {script}",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data: blob:",
-        "font-src 'self' data:",
-        "media-src 'self' blob: data:",
-        "connect-src 'self'",
-        "worker-src 'self' blob:",
-        "frame-src 'self'",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        f"frame-ancestors {frame_ancestors}",
-    ])
-
-
+# ---- who may frame the app ------------------------------------------------------------------------------
 def frame_ancestors_from(value: str | None, site_url: str | None = None) -> str:
     """The CSP frame-ancestors source list: 'self', the blog's origin (KB_SITE_URL, whose pages frame the
     chat through the widget) and KB_FRAME_ANCESTORS ("https://blog.example.org https://*.example.org").
@@ -294,80 +273,6 @@ def frame_ancestors_from(value: str | None, site_url: str | None = None) -> str:
             raise ValueError(f"KB_FRAME_ANCESTORS: {s!r} is not an http(s) origin, 'self' or 'none'")
         sources.append(s)
     return " ".join(dict.fromkeys(sources))
-
-
-_TOO_LARGE = "请求过大：上限 {} 字节。".encode()
-
-
-class SecurityMiddleware:
-    """ASGI middleware: security headers on every HTTP response, and a cap on request bodies.
-
-    Headers: Content-Security-Policy (strict for paths starting with one of `strict_prefixes`),
-    X-Content-Type-Options: nosniff, Referrer-Policy, and X-Frame-Options when frames are same-origin only.
-    Bodies: a declared Content-Length over `max_body_bytes` is answered 413 at once; a chunked body is
-    counted as it streams and cut off with 413 when it passes the cap.
-    """
-
-    def __init__(self, app, frame_ancestors: str = "'self'", max_body_bytes: int = LIMITS.max_body_bytes,
-                 strict_prefixes: tuple[str, ...] = ("/article/",)):
-        self.app, self.max_body_bytes, self.strict_prefixes = app, max_body_bytes, strict_prefixes
-        self.frame_ancestors = frame_ancestors
-        base = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
-        if frame_ancestors == "'self'":
-            base.append((b"x-frame-options", b"SAMEORIGIN"))
-        self._headers = {
-            strict: base + [(b"content-security-policy",
-                             content_security_policy(frame_ancestors, strict).encode())]
-            for strict in (False, True)}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        strict = scope.get("path", "").startswith(self.strict_prefixes)
-        extra = self._headers[strict]
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None:
-            try:
-                too_large = int(declared) > self.max_body_bytes
-            except ValueError:
-                too_large = True
-            if too_large:
-                return await self._refuse(send, extra)
-        received = 0
-        started = refused = False
-
-        async def limited_receive():
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes and not refused:
-                    # Answer 413 now; the app sees a client that went away and whatever it sends is dropped.
-                    refused = True
-                    if not started:
-                        await self._refuse(send, extra)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def send_with_headers(message):
-            nonlocal started
-            if refused:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                names = {k.lower() for k, _ in message.get("headers", [])}
-                message = dict(message)
-                message["headers"] = list(message.get("headers", [])) + [(k, v) for k, v in extra if k not in names]
-            await send(message)
-
-        await self.app(scope, limited_receive, send_with_headers)
-
-    async def _refuse(self, send, extra):
-        body = _TOO_LARGE.decode().format(self.max_body_bytes).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode())] + extra})
-        await send({"type": "http.response.body", "body": body})
 
 
 # ---- CSV export -----------------------------------------------------------------------------------------

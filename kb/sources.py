@@ -36,6 +36,7 @@ from kb.security import is_safe_slug
 
 DEFAULT_PERMALINKS = {"hexo": ":year/:month/:day/:title/", "hugo": "/posts/:slug/",
                       "jekyll": "/:categories/:year/:month/:day/:title.html", "plain": None}
+_HUGO_CONFIGS = ("hugo.toml", "hugo.yaml", "hugo.json", "config.toml", "config.yaml", "config.json", "config/_default")
 _SKIP_DIRS = {"node_modules", "public", "_site", "themes", "vendor"}
 _JEKYLL_NAME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-(.+)$")
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
@@ -63,8 +64,7 @@ def find_posts(folder: str | Path) -> tuple[Layout, list[Path]]:
     folder = Path(folder)
     if (folder / "source" / "_posts").is_dir():
         layout = Layout("hexo", folder / "source" / "_posts")
-    elif (folder / "content").is_dir() and ((folder / "config.toml").exists() or (folder / "hugo.toml").exists()
-                                            or (folder / "config.yaml").exists() or (folder / "hugo.yaml").exists()
+    elif (folder / "content").is_dir() and (any((folder / name).exists() for name in _HUGO_CONFIGS)
                                             or (folder / "content" / "posts").is_dir()):
         posts = folder / "content" / "posts"
         layout = Layout("hugo", posts if posts.is_dir() else folder / "content")
@@ -77,10 +77,15 @@ def find_posts(folder: str | Path) -> tuple[Layout, list[Path]]:
         rel = path.relative_to(layout.posts).parts
         if any(p.startswith((".", "_")) or p in _SKIP_DIRS for p in rel[:-1]) or path.name.startswith("."):
             continue
-        if path.name in ("_index.md", "README.md") and layout.kind != "plain" or path.name == "_index.md":
-            continue                # Hugo section pages, a tree's read-me
+        if path.name == "_index.md" or (path.name == "README.md" and layout.kind != "plain"):
+            continue                # Hugo section pages; a blog repository's read-me is not a post
         files.append(path)
     return layout, files
+
+
+def posts_folder(folder: str | Path) -> Path:
+    """Where a new post of the tree at `folder` goes (an admin upload): Hexo's source/_posts, and so on."""
+    return find_posts(folder)[0].posts
 
 
 def split_front_matter(raw: str, path: str) -> tuple[dict, str, int]:

@@ -121,7 +121,7 @@ def delete_article(article: Article, articles_dir: Path, backups_dir: Path) -> P
     from kb.security import is_inside
     path = Path(article.path)
     if not is_inside(path, articles_dir) or path.suffix not in (".md", ".markdown"):
-        raise UploadError(f"《{article.title}》的文件 {path} 不在文章目录里，不能删除")
+        raise UploadError(f"《{article.title}》的文件不在文章目录里，不能删除")
     if not path.is_file():
         raise UploadError(f"《{article.title}》的文件已经不存在了")
     backups_dir = Path(backups_dir)

@@ -36,7 +36,8 @@ def test_delete_then_lists_and_answers_forget_it(app, tmp_path):
         app.delete("lists", False, "pw-1234")
     assert (tmp_path / "articles" / "lists.md").exists(), "not confirmed: nothing deleted"
     msg, rows = app.delete("lists", True, "pw-1234", progress=lambda *a, **k: None)
-    assert msg.startswith("已删除《lists》，文件已移到 ") and "deleted: lists" in msg
+    assert msg.startswith("已删除《lists》，文件已移到备份目录（backups/lists.") and "deleted: lists" in msg
+    assert str(tmp_path) not in msg, "no server path in a message"
     assert [r[0] for r in rows] == ["gens", "refs"], "the admin table is refreshed"
     assert not (tmp_path / "articles" / "lists.md").exists()
     assert len(list((tmp_path / "home" / "backups").glob("lists.*.deleted.md"))) == 1
@@ -118,3 +119,20 @@ def test_admin_actions_are_rate_limited(app, tmp_path):
     with pytest.raises(gr.Error, match="密码错误次数过多"):
         app.analytics_csv(0, "pw-1234")
     assert (tmp_path / "articles" / "refs.md").exists()
+
+
+def test_upload_into_a_blog_tree_lands_in_its_posts_folder(tmp_path):
+    """An admin upload into a Hexo tree is written to source/_posts, where the index reads posts."""
+    from tests.test_sources import hexo_tree
+    from tests.test_upload import article_bytes
+
+    root = hexo_tree(tmp_path / "hexo")
+    kb = KnowledgeBase(Config(articles_dir=root, home=tmp_path / "home"), embedder=FakeEmbedder(TERMS))
+    kb.index()
+    state = ChatApp(kb, Runner(tmp_path / "runs", max_concurrent=1), question_log=None, upload_dir=tmp_path)
+    upload = tmp_path / "my-note.md"
+    upload.write_bytes(article_bytes("my-note"))
+    msg, rows = state.upload_article(str(upload), None, "my-note.md", progress=lambda *a, **k: None)
+    state.runner.close()
+    assert (root / "source" / "_posts" / "my-note.md").exists() and not (root / "my-note.md").exists()
+    assert "my-note" in [r[0] for r in rows] and "my-note" in kb.articles, msg

@@ -92,7 +92,7 @@ def test_default_config_passes_and_writes_artifact(tmp_path):
         demo.main(["--out", str(tmp_path), "--param", "num_samples=1000"])
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert exit_info.value.code == 0, [c for c in result["checks"] if not c["passed"]]
-    assert result["passed"] and len(result["checks"]) == 18, result["checks"]
+    assert result["passed"] and len(result["checks"]) == 20, result["checks"]
     assert all("(oracle: " in c["detail"] for c in result["checks"]), [c["detail"] for c in result["checks"]]
     for name in ("VP", "VE"):
         assert result["metrics"][f"{name}_roundtrip_max"] <= demo.ROUNDTRIP_TOL
@@ -150,6 +150,16 @@ def _quiet_em(denoise, process, x, ts, generator, *, score_scale=1.0, trajectory
         if trajectory is not None:
             trajectory.append(x)
     return x
+
+
+def test_coefficient_identities_catch_a_wrong_g2():
+    for process in ds.PROCESSES.values():
+        assert max(demo.process_identity_errors(process)) < 1e-10
+
+    class WrongG2(ds.VPSDE):  # β_min + t β_max: half a percent off, invisible in the samples
+        def g2(self, t):
+            return self.beta_min + t * self.beta_max
+    assert demo.process_identity_errors(WrongG2())[1] > 1e-3
 
 
 def test_spec_defaults_match_run_signature():

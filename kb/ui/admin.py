@@ -14,6 +14,7 @@ import gradio as gr
 from kb import security
 from kb.errors import KBError
 from kb.security import UnsafeInput
+from kb.sources import posts_folder
 from kb.ui import owner
 from kb.ui.guard import client_host, log, refuse
 from kb.upload import UploadError, save_article
@@ -79,7 +80,7 @@ class AdminHandlers:
         try:
             try:
                 data = path.read_bytes()
-                saved = save_article(self.kb.config.articles_dir, name, data, self.kb.config.home / "backups")
+                saved = save_article(posts_folder(self.kb.config.articles_dir), name, data, self.kb.config.home / "backups")
             except UploadError as exc:
                 raise refuse(f"上传被拒绝：{html.escape(str(exc), quote=False)}（未做任何修改）", request, "upload") from None
             except OSError as exc:

@@ -34,7 +34,7 @@ class DemoHandlers:
         except UnsafeInput as exc:
             raise refuse(str(exc), request, "demo") from None
         except registry.UnknownDemo as exc:
-            raise refuse(html.escape(str(exc)[:300], quote=False), request, "demo") from None
+            raise refuse(f"没有这个演示：{html.escape(str(exc)[:300], quote=False)}", request, "demo") from None
         except QueueFull as exc:
             raise refuse(str(exc), request, "demo") from None
         except RunnerUnavailable as exc:   # the Celery pool's broker is down: demos wait, answers go on

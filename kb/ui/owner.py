@@ -15,7 +15,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from kb.errors import KBError
 from kb.ui.guard import refuse
 from kb.upload import UploadError, delete_article
 
@@ -40,7 +39,7 @@ def track_demo(question_log, question_id: int | None, handle) -> None:
         return
     try:
         question_log.log_demo(question_id, handle.demo, handle.id, None)
-    except KBError as exc:
+    except Exception as exc:         # logging must never stop a launch
         log.warning("demo launch not logged: %s", exc)
         return
 
@@ -86,7 +85,7 @@ class OwnerHandlers:
             raise refuse(f"删除失败：{exc}", request, "admin") from None
         log.info("article deleted: %s (backup %s)", slug, backup)
         report, rows = self.reindex(password, request, progress)
-        return f"已删除《{article.title}》，文件已移到 {backup}。\n\n{report}", rows
+        return f"已删除《{article.title}》，文件已移到备份目录（backups/{backup.name}）。\n\n{report}", rows
 
     def analytics_view(self, days: int | float | None, password: str | None = None, request: gr.Request = None):
         """(summary Markdown, top questions, refused questions, feedback, demos) for the admin tab."""

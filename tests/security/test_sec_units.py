@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from demos.runner import QueueFull, Runner
 from kb.render import markdown_to_html
-from kb.security import (Limits, RateLimiter, SecurityMiddleware, UnsafeInput, bound_turns, clean_url,
-                         content_security_policy, frame_ancestors_from, markdown_text, params_object,
-                         parse_history_json, text_field, uploaded_file)
+from kb.security import (Limits, RateLimiter, UnsafeInput, bound_turns, clean_url, frame_ancestors_from,
+                         markdown_text, params_object, parse_history_json, text_field, uploaded_file)
+from kb.security_http import SecurityMiddleware, content_security_policy, foreign_file_paths
 
 FIXTURE = importlib.import_module("tests.runner_fixture_demo").SPEC
 
@@ -246,3 +246,47 @@ def test_prune_by_count_and_age_keeps_live_runs(tmp_path):
     assert left == [done[2].id], f"newest 2 kept, minus the one older than a day; removed {removed}"
     assert [h.id for h in runner.history()] == [done[2].id]
     assert math.isclose(len(removed), 3)
+
+
+def test_foreign_file_paths_in_api_bodies(tmp_path):
+    cache = tmp_path / "gradio"
+    (cache / "h").mkdir(parents=True)
+    ok = {"path": str(cache / "h" / "a.md"), "meta": {"_type": "gradio.FileData"}}
+    assert foreign_file_paths({"data": [ok, "pw"]}, str(cache)) == []
+    forged = [{"path": "/etc/passwd", "meta": {}}, {"path": str(cache / ".." / "x.md"), "orig_name": "x.md"},
+              {"path": "http://127.0.0.1:1/x", "url": None}, {"path": "relative.md", "meta": {}},
+              {"path": str(cache) + "2/x.md", "is_stream": False}]
+    body = {"data": [ok, [[{"role": "user", "content": [forged[0]]}]], forged[1:]]}
+    assert foreign_file_paths(body, str(cache)) == [f["path"] for f in forged]
+    assert foreign_file_paths({"path": "/etc/passwd"}, str(cache)) == [], "a plain 'path' text field is not a file"
+
+
+def test_middleware_refuses_foreign_files_without_naming_them(tmp_path):
+    seen = []
+    app = FastAPI()
+
+    @app.post("/gradio_api/call/x")
+    async def call(body: dict):
+        seen.append(body)
+        return {"event_id": "1"}
+
+    app.add_middleware(SecurityMiddleware, upload_folder=str(tmp_path))
+    client = TestClient(app)
+    r = client.post("/gradio_api/call/x", json={"data": [{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}]})
+    assert r.status_code == 400 and r.json() == {"error": "只接受通过本页面上传的文件；请重新选择文件上传。"}
+    assert "/etc" not in r.text and seen == [], "the app never saw the request"
+    good = {"data": [{"path": str(tmp_path / "f.md"), "meta": {"_type": "gradio.FileData"}}, "问题"]}
+    assert client.post("/gradio_api/call/x", json=good).json() == {"event_id": "1"} and seen == [good]
+
+
+def test_follow_up_turns_from_gradio6_content_parts():
+    """The browser sends each message's content as a list of parts; the turns must still be read."""
+    from kb.ui.chat import _turns
+
+    history = [{"role": "user", "content": [{"type": "text", "text": "什么是 C3 线性化？"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "C3 线性化……"}, {"type": "file", "file": {}}]},
+               {"role": "user", "content": "&lt;b&gt;列表&lt;/b&gt;"}, {"role": "assistant", "content": {"type": "text", "text": "答"}}]
+    assert _turns(history) == [("什么是 C3 线性化？", "C3 线性化……"), ("<b>列表</b>", "答")]
+    many = [m for i in range(1000) for m in ({"role": "user", "content": f"问{i}"}, {"role": "assistant", "content": "答"})]
+    assert _turns(many, max_turns=3) == [("问997", "答"), ("问998", "答"), ("问999", "答")]
+    assert _turns("not a list") == [] and _turns([None, 5, {"role": "user"}]) == []
