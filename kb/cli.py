@@ -58,13 +58,16 @@ def cmd_index(args) -> int:
         kb.embedder.show_progress = False      # one bar: ours, over all chunks, not one per batch
     try:
         summary = kb.index(rebuild=args.rebuild, progress=progress)
+        sentences = kb.index_sentences(progress=progress)     # answers then embed nothing at run time
     finally:
         close()
     _print_notices(kb)
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), ensure_ascii=False, indent=1))
+        print(json.dumps({**dataclasses.asdict(summary), "sentences_embedded": sentences.embedded,
+                          "sentences_total": sentences.total}, ensure_ascii=False, indent=1))
     else:
         print("\n".join(summary.lines()))
+        print(f"answer sentences: embedded {sentences.embedded}; {sentences.total} stored; {sentences.seconds:.1f} s")
     return 0
 
 
@@ -163,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
     p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
     p.add_argument("--embed-backend", choices=("torch", "onnx", "onnx-int8"),
-                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx-int8)")
+                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("index", help="bring the index up to date with the articles")

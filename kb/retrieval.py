@@ -75,6 +75,7 @@ class SearchResult:
     notice: str | None             # truncation and/or refusal message for the reader
     nearest_articles: list[ArticleRef]
     evidence: Evidence | None = None
+    retrieval: str = "hybrid"      # "bm25" while the semantic index is being built (see kb/warm_start.py)
 
 
 def clean_question(question: str, max_chars: int) -> tuple[str, str | None]:
@@ -133,11 +134,15 @@ def merge_overlaps(hits: list[Hit]) -> list[Hit]:
 
 
 class HybridRetriever:
-    """Search over one loaded index with one embedder. Build once; `search` is cheap."""
+    """Search over one loaded index with one embedder. Build once; `search` is cheap.
 
-    def __init__(self, index: VectorIndex, embedder: Embedder, config: Config):
+    `dense=False` ranks by BM25 alone and never calls the embedder: the app serves this way while the
+    semantic index is being built (the index then holds the chunks with placeholder vectors).
+    """
+
+    def __init__(self, index: VectorIndex, embedder: Embedder, config: Config, dense: bool = True):
         from rank_bm25 import BM25Okapi
-        self.index, self.embedder, self.config = index, embedder, config
+        self.index, self.embedder, self.config, self.dense = index, embedder, config, dense
         docs = [tokenize(c.embed_text) for c in index.chunks]
         # BM25Okapi divides by the corpus size: an empty index gets no BM25 model.
         self.bm25 = BM25Okapi(docs) if docs else None
@@ -179,9 +184,12 @@ class HybridRetriever:
             return SearchResult(question, [], False, 0.0, _join(notice, "知识库还是空的：没有已索引的文章。"), [])
 
         # Dense: cosine of normalized vectors, top candidates from FAISS, exact scores for every row.
-        query = self.embedder.embed_query(question)
-        dense_top = self.index.search(query, depth)
-        dense_all = self.index.scores(query)
+        if self.dense:
+            query = self.embedder.embed_query(question)
+            dense_top = self.index.search(query, depth)
+            dense_all = self.index.scores(query)
+        else:
+            dense_top, dense_all = [], np.zeros(len(self.index), np.float32)
         # BM25 over jieba tokens; rows with no shared token are not candidates.
         tokens = tokenize(question)
         bm25_all = self.bm25.get_scores(tokens) if tokens else np.zeros(len(self.index))
@@ -218,7 +226,8 @@ class HybridRetriever:
         if not answerable:
             titles = "、".join(f"《{a.title}》" for a in nearest)
             notice = _join(notice, f"知识库里没有足够相关的内容来回答这个问题。最接近的文章：{titles}")
-        return SearchResult(question, hits, answerable, confidence, notice, nearest, evidence)
+        return SearchResult(question, hits, answerable, confidence, notice, nearest, evidence,
+                            retrieval="hybrid" if self.dense else "bm25")
 
 
 def _nearest_articles(ranked: list[int], fused: dict[int, float], chunks: list[Chunk], n: int = 3) -> list[ArticleRef]:

@@ -101,6 +101,14 @@ class _VectorCache:
                 rows.append(self._data[(model, t)])
         return np.stack(rows) if rows else np.zeros((0, embedder.dimension), dtype=np.float32)
 
+    def put(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors computed elsewhere (stored with the index, see kb/sentence_store.py) for `model_id`."""
+        with self._lock:
+            for t, v in zip(texts, vectors):
+                self._data[(model_id, t)] = v
+            while len(self._data) > self.max_items:
+                self._data.popitem(last=False)
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -108,9 +116,15 @@ class _VectorCache:
 CACHE = _VectorCache()
 
 
+def sentence_texts(chunk_texts: Iterable[str]) -> list[str]:
+    """Every distinct sentence of the given chunks that an answer may score: what `warm_cache` embeds and
+    what the index stores beside itself (kb/sentence_store.py), in first-seen order."""
+    return list(dict.fromkeys(s for text in chunk_texts for _, s in split_sentences(text)))
+
+
 def warm_cache(embedder, chunk_texts: Iterable[str], batch: int = 64, stop: threading.Event | None = None) -> int:
     """Embed every sentence of the given chunks into the cache; returns the number of sentences."""
-    sentences = list(dict.fromkeys(s for text in chunk_texts for _, s in split_sentences(text)))
+    sentences = sentence_texts(chunk_texts)
     for i in range(0, len(sentences), batch):
         if stop is not None and stop.is_set():
             break
