@@ -84,6 +84,7 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     index_status.add_route(server, state.kb)
     add_widget_routes(server, state.kb)
     blocks = create_app(state)
+    blocks.state_session_capacity = state.limits.max_sessions   # gradio keeps 10,000 sessions by default
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
                               footer_links=["api"], css=CSS + EMBED_CSS, max_file_size="1mb")
