@@ -33,7 +33,7 @@ from kb.errors import KBError  # noqa: E402
 from kb import security  # noqa: E402
 from kb.llm import LLMConfig  # noqa: E402
 from kb.security import LIMITS, Limits  # noqa: E402
-from kb.ui import admin, api, articles, chat, demos  # noqa: E402
+from kb.ui import admin, api, articles, chat, demos, index_status  # noqa: E402
 from kb.ui.state import ChatApp  # noqa: E402  (re-exported: tests and tools build the state from app)
 from kb.ui.style import CSS, add_head  # noqa: E402
 
@@ -51,6 +51,7 @@ def create_app(state: ChatApp) -> gr.Blocks:
         ui["article_param"] = gr.Textbox(visible=False)   # filled from ?article= in the browser
         ui["banner"] = gr.HTML(visible=False)
         api.create_endpoints(state)   # first: the named endpoints keep their names (/ask, /search, ...)
+        index_status.create_ui(ui, state)        # the build notice while a first index builds
         with gr.Tabs():
             chat.create_ui(ui, state.kb.articles, state.browser_secret())
             articles.create_ui(ui, list(state.kb.articles.values()))
@@ -61,6 +62,7 @@ def create_app(state: ChatApp) -> gr.Blocks:
         demos.create_event_handlers(state, ui, demo)
         admin.create_event_handlers(state, ui, demo)
         chat.create_load_handlers(state, ui, demo)
+        index_status.create_event_handlers(state, ui, demo)
     return demo
 
 
@@ -73,9 +75,11 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
 
     server = FastAPI()
     add_routes(server, state.kb)
+    index_status.add_route(server, state.kb)
     add_widget_routes(server, state.kb)
     add_head(server)   # gradio's built-in strings in Chinese whatever the browser's language
     blocks = create_app(state)
+    blocks.state_session_capacity = state.limits.max_sessions   # gradio keeps 10,000 sessions by default
     allowed = [str(Path(runs_dir or state.runner.runs_dir).resolve())]
     app = gr.mount_gradio_app(server, blocks, path="/", allowed_paths=allowed, ssr_mode=False,
                               footer_links=["api"], css=CSS, max_file_size="1mb")
@@ -114,34 +118,31 @@ def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) ->
     return ChatApp(kb, runner, LLMConfig.from_env(), os.environ.get("KB_ADMIN_PASSWORD"))
 
 
-def prepare_index(kb: KnowledgeBase) -> None:
-    """First start: build the index with a progress bar in the terminal; later starts only load it."""
-    if kb.store.exists():
-        kb.loaded_index()
-        return
-    print(f"首次启动：正在为 {kb.config.articles_dir} 建立索引（{kb.store.describe()}）…", file=sys.stderr, flush=True)
-    from tqdm import tqdm
+def prepare_index(kb: KnowledgeBase):
+    """Serve at once: load the index if usable, else build it in the background while BM25 answers
+    (kb/warm_start.py; the page shows the progress). Returns the BuildProgress."""
+    from kb import warm_start
 
-    bar = tqdm(total=0, unit="片段", desc="建立索引", file=sys.stderr)
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total, bar.n = total, done
-        bar.set_postfix_str(message[-30:], refresh=True)
-
-    summary = kb.index(progress=progress)
-    bar.close()
-    for line in summary.lines():
-        print(f"  {line}", file=sys.stderr)
+    progress = warm_start.start(kb)
+    if progress.state == "building":
+        print(f"首次启动：正在后台为 {kb.config.articles_dir} 建立语义索引（{kb.store.describe()}）；"
+              f"在此期间回答只用关键词检索，进度显示在页面上。", file=sys.stderr, flush=True)
+    return progress
 
 
 def warm_up(state: ChatApp) -> threading.Thread:
-    """Load the model and embed every sentence in the background so the first answers are fast."""
-    from kb.sentences import warm_cache
+    """Answer one question in the background, then embed and store any answer sentences the index lacks,
+    so the first answers are fast (a first start's background build stores the sentences itself)."""
 
     def work():
         try:
-            state.kb.search("预热")
-            warm_cache(state.kb.embedder, (c.text for c in state.kb.loaded_index().chunks))
+            from kb.answer import stream_answer
+            # One answer end to end (BM25-only while a first index builds): imports the demo registry,
+            # loads jieba and, once ready, the model, so the first reader's answer pays for none of it.
+            for _ in stream_answer(state.kb, "列表和元组有什么区别", []):
+                pass
+            if state.kb.semantic_ready:
+                state.kb.index_sentences()
         except Exception as exc:  # warming up is an optimisation: never take the app down
             print(f"warm-up skipped: {exc}", file=sys.stderr)
 

@@ -1,14 +1,20 @@
-"""ddp-launch: start DDP training with torchrun and check it against a single-process full-batch run.
+"""ddp-launch: start DDP training the way torchrun does and check it against a single-process full-batch run.
 
-What it does: runs `python -m torch.distributed.run --standalone --nproc-per-node N -m demos.ddp_worker`
-as a subprocess (gloo on CPU; NCCL when there are at least N GPUs), forwards every line the workers print
-(prefixed `[rank r]`) to the log as it arrives, then checks that
+What it does. On CPU (gloo) it runs torch's elastic agent, the same `LaunchConfig`/`elastic_launch` that
+`torchrun --standalone --nproc-per-node N` runs, inside this process and lets it FORK the N workers
+(`demos.ddp_worker.main`): measured on the 2-core machine, the subprocess way cost three more interpreter
+start-ups and imports of torch (torchrun's and each worker's), about half of the demo's CPU time. With NCCL
+(at least N GPUs; no fork after CUDA) or `--param launcher=torchrun` it runs
+`python -m torch.distributed.run --standalone ... -m demos.ddp_worker` as a subprocess and forwards its
+lines. Workers print their lines (prefixed `[rank r]`) as they go. Then it checks that
 
-- torchrun exited 0 (a crashed rank makes torchrun stop the others and exit non-zero: a clear failure,
-  not a hang; the collectives also carry a timeout, and a watchdog here stops torchrun as a last resort);
+- the workers exited 0 (a crashed rank makes the agent stop the others: a clear failure with that rank's
+  error, not a hang; the collectives also carry a timeout, and a watchdog here is the last resort);
 - the parameters were bit-identical on every rank after EVERY step (the workers all_gather them each step);
-- the parameters after every step equal a single-process run in this process (same seed, same global batch
-  of size `global_batch`, full-batch mean loss, float64) to within 1e-10;
+- the first update, the parameters after every step and every recorded batch loss equal a single-process
+  reference written here apart from the worker (its own copy of the data, nn.Linear's init, the MSE, its
+  gradient by torch.autograd.grad, θ ← θ − lr·∇L; float64, 1e-10): a bug in the worker's shared helpers
+  cannot move both sides;
 - the full-dataset loss went down.
 
 Ports: `--standalone` starts the rendezvous store on a free port that the OS picks, so two runs on one host
@@ -32,7 +38,8 @@ Variants (planted bugs): `no-ddp` (no gradient averaging: ranks diverge, the bit
 `same-shard` (every rank trains on rank 0's shard: ranks agree but differ from the full-batch run),
 `crash-rank1` (rank 1 raises at step 2: the run fails promptly with rank 1's error).
 
-Typical duration of the default run on 2 idle CPU cores: about 12 s (two worker processes importing torch).
+CPU time of the default run (launcher and workers together): about 7 s forked, 14 s through torchrun,
+measured on the shared 2-core machine.
 
     python -m demos.ddp_launch --param nproc=2 --param variant=no-ddp --out /tmp/ddp
 """

@@ -126,7 +126,7 @@ def train(args: argparse.Namespace, rank: int, world: int, local_rank: int, devi
     net = model if args.variant == "no-ddp" else DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
     say(f"{tag} backend={args.backend} device={device} world={world} "
-          f"local_batch={args.global_batch // world} variant={args.variant}")
+        f"local_batch={args.global_batch // world} variant={args.variant}")
 
     steps = []
     for epoch in range(args.epochs):
@@ -142,7 +142,7 @@ def train(args: argparse.Namespace, rank: int, world: int, local_rank: int, devi
             flat = flat_params(model)
             identical, max_diff = ranks_identical(flat, world)
             say(f"{tag} epoch {epoch} step {step:2d} local_loss {local_loss:.6f} "
-                  f"params {param_digest(flat)} ranks_identical={identical}")
+                f"params {param_digest(flat)} ranks_identical={identical}")
             steps.append({"epoch": epoch, "loss": loss_t.item() / world, "identical": identical,
                           "max_rank_diff": max_diff, "params": flat.cpu().tolist()})
     return steps

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from kb import followup
 from kb.llm import CitationFilter, LLMConfig, LLMError, complete, rewrite_messages, stream_grounded
 from kb.retrieval import Hit, SearchResult
+from kb.compose import compose
 from kb.sentences import Candidate, code_block_of, pick_sentences, rank_texts
 
 # LLM failures are logged here with the endpoint's details; readers see only that the LLM failed (the
@@ -36,6 +37,7 @@ log = logging.getLogger("kb.answer")
 NO_ANSWER = "知识库中没有相关内容"
 ARTICLE_ROUTE = "article"        # relative: /article/<slug> where the app is served at the root
 LLM_PASSAGES = 5                  # hits given to the LLM as numbered context
+COMPOSERS = ("default", "baseline")   # baseline: the composer and refusal rule before kb.compose/kb.refusal
 _CODE_QUESTION = re.compile(r"代码|示例|例子|写法|怎么写|如何写|实现|用法|怎么用|如何使用|演示|语法|调用|"
                             r"code|example|snippet|syntax|\bhow to\b", re.I)
 
@@ -141,8 +143,9 @@ class AnswerStream:
     """
 
     def __init__(self, kb, question: str, history: Sequence[Turn] = (), prefer_slug: str | None = None,
-                 llm: LLMConfig | None = None, k: int | None = None):
-        self.kb, self.llm = kb, llm
+                 llm: LLMConfig | None = None, k: int | None = None, composer: str = "default"):
+        assert composer in COMPOSERS, f"composer must be one of {COMPOSERS}"
+        self.kb, self.llm, self.composer = kb, llm, composer
         self.history = list(history)
         t0 = time.perf_counter()
         previous = [q for q, _ in self.history]
@@ -158,6 +161,11 @@ class AnswerStream:
                 second = kb.search(retry, k=k, prefer_slug=prefer_slug)
                 if second.answerable:
                     searched, result = retry, second
+        if composer == "baseline" and result.evidence is not None:
+            from dataclasses import replace
+
+            from kb.retrieval import decide_thresholds
+            result = replace(result, answerable=decide_thresholds(result.evidence, kb.config)[0])
         self.result = result
         self.answer = Answer(question=question, text="", citations=[], hits=list(result.hits),
                              answerable=result.answerable, demos=[], searched=result.question,
@@ -186,7 +194,51 @@ class AnswerStream:
     # Extractive ------------------------------------------------------------------------------------------
 
     def _extractive_plan(self) -> list[str]:
-        """The answer as pieces to stream: one paragraph per cited section, the code block, the sources."""
+        """The answer as pieces to stream: paragraphs with their citations, at most one block, the sources."""
+        if self.composer == "baseline":
+            return self._baseline_plan()
+        hits = self.answer.hits
+        sections = {}
+        for hit in hits:
+            article = self.kb.articles.get(hit.chunk.slug)
+            section = article.section(hit.chunk.anchor) if article else None
+            if section is not None:
+                sections[(hit.chunk.slug, hit.chunk.anchor)] = section
+        plan = compose(self.kb.embedder, self.result.question, hits, sections)
+        if not plan.groups:   # sections with no prose at all (only code): cite the best one whole
+            return self._baseline_plan()
+        numbers: dict[tuple[str, str], int] = {}
+        citations: list[Citation] = []
+        weights: dict[str, float] = {}
+        paragraphs: list[str] = []
+        n_prose = sum(p.kind == "prose" for _, pieces in plan.groups for p in pieces) or 1
+        for rank, pieces in plan.groups:
+            hit = hits[rank]
+            key = (hit.chunk.slug, hit.chunk.anchor)
+            if key not in numbers:
+                numbers[key] = len(numbers) + 1
+                citations.append(_citation_for(hit, numbers[key]))
+            link = citation_link(citations[numbers[key] - 1])
+            current: list[str] = []
+            for piece in pieces:
+                if piece.kind == "prose":
+                    current.append(f"{_escape_prose(piece.text)}{link}")
+                    weights[hit.chunk.slug] = weights.get(hit.chunk.slug, 0.0) + 1.0 / n_prose
+                elif piece.kind == "intro":
+                    current.append(f"{piece.text.rstrip('：')}（出自 {link}）：")
+                else:
+                    if current:
+                        paragraphs.append("".join(current))
+                        current = []
+                    paragraphs.append(piece.text)
+            if current:
+                paragraphs.append("".join(current))
+        self.answer.citations = citations
+        self.answer.demos = rank_demos(self.kb, self.result.question, citations, weights)
+        return [p + "\n\n" for p in paragraphs] + [sources_markdown(citations)]
+
+    def _baseline_plan(self) -> list[str]:
+        """Today's composer before kb.compose (MMR-picked sentences per hit), kept for `kb eval --answers`."""
         hits = self.answer.hits
         picked = pick_sentences(self.kb.embedder, self.result.question, hits)
         if not picked:   # chunks with no prose at all (only code): cite the best one whole
@@ -284,15 +336,15 @@ class AnswerStream:
 
 
 def stream_answer(kb, question: str, history: Sequence[Turn] = (), prefer_slug: str | None = None,
-                  llm: LLMConfig | None = None, k: int | None = None) -> AnswerStream:
+                  llm: LLMConfig | None = None, k: int | None = None, composer: str = "default") -> AnswerStream:
     """Search now; iterate the returned stream for text increments, read `.answer` for the rest."""
-    return AnswerStream(kb, question, history, prefer_slug, llm, k)
+    return AnswerStream(kb, question, history, prefer_slug, llm, k, composer)
 
 
 def answer(kb, question: str, history: Sequence[Turn] = (), prefer_slug: str | None = None,
-           llm: LLMConfig | None = None, k: int | None = None) -> Answer:
+           llm: LLMConfig | None = None, k: int | None = None, composer: str = "default") -> Answer:
     """The whole answer at once."""
-    stream = stream_answer(kb, question, history, prefer_slug, llm, k)
+    stream = stream_answer(kb, question, history, prefer_slug, llm, k, composer)
     for _ in stream:
         pass
     return stream.answer

@@ -4,6 +4,7 @@
     kb search "列表和元组的区别" [-k 5] [--json]   hits with article, heading path, anchor and scores
     kb status [--json]                           per article: indexed, changed, new, deleted, unreadable
     kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
+    kb ask "生成器为什么省内存？" [--article SLUG] [--json]   the chat's answer; --batch FILE.jsonl for many
     kb bench [--scale 100000,1000000] [--backends torch,onnx,onnx-int8]
                                                  backends side by side, build/incremental/query timings, ANN scale run
     kb report [--days 30] [--json] [--csv FILE]  readers' questions: top, refused (not covered yet), feedback, demos
@@ -58,13 +59,16 @@ def cmd_index(args) -> int:
         kb.embedder.show_progress = False      # one bar: ours, over all chunks, not one per batch
     try:
         summary = kb.index(rebuild=args.rebuild, progress=progress)
+        sentences = kb.index_sentences(progress=progress)     # answers then embed nothing at run time
     finally:
         close()
     _print_notices(kb)
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), ensure_ascii=False, indent=1))
+        print(json.dumps({**dataclasses.asdict(summary), "sentences_embedded": sentences.embedded,
+                          "sentences_total": sentences.total}, ensure_ascii=False, indent=1))
     else:
         print("\n".join(summary.lines()))
+        print(f"answer sentences: embedded {sentences.embedded}; {sentences.total} stored; {sentences.seconds:.1f} s")
     return 0
 
 
@@ -108,10 +112,22 @@ def cmd_eval(args) -> int:
     kb.loaded_index()
     _print_notices(kb)
     results = run_eval(kb, questions, k=args.k, compare=args.compare)
+    answers = []
+    if args.answers:
+        from kb.answer_eval import evaluate_answers, format_answer_table
+        answers = [evaluate_answers(kb, questions, c.strip(), args.split) for c in args.composer.split(",")]
     if args.json:
         out = [dataclasses.asdict(m) for m in results]
-        print(json.dumps(out[0] if len(out) == 1 else {m["name"]: m for m in out}, ensure_ascii=False, indent=1))
+        doc = out[0] if len(out) == 1 else {m["name"]: m for m in out}
+        if answers:
+            doc["answers"] = {m.name: dataclasses.asdict(m) for m in answers}
+        print(json.dumps(doc, ensure_ascii=False, indent=1))
     else:
+        if answers:
+            print(format_answer_table(answers) + "\n")
+            for m in answers:
+                print(f"{m.name}: gold recall by type {m.gold_recall_by_type}; dangling {m.dangling_ids}; "
+                      f"unrelated {m.unrelated}; wrong refusal decisions {m.wrong_decisions}\n")
         print(format_table(results))
         first = results[0]
         if first.misses:
@@ -119,6 +135,38 @@ def cmd_eval(args) -> int:
         if first.wrong_decisions:
             print(f"wrong refusal decisions: {', '.join(first.wrong_decisions)}")
     return 0
+
+
+def cmd_ask(args) -> int:
+    from kb.answer import answer
+    from kb.ask import answer_batch, format_text, record
+    from kb.llm import LLMConfig
+    if (args.question is None) == (args.batch is None):
+        print("kb: error: give either a question or --batch FILE", file=sys.stderr)
+        return 2
+    kb = _kb(args)
+    llm = LLMConfig.from_env()
+    if args.batch is None:
+        if args.article is not None and args.article not in kb.articles:
+            raise KBError(f"no article with slug '{args.article}'")
+        a = answer(kb, args.question, prefer_slug=args.article, llm=llm)
+        _print_notices(kb)
+        print(json.dumps(record(a), ensure_ascii=False) if args.json else format_text(a))
+        return 0
+    if args.batch != "-" and not os.path.isfile(args.batch):
+        raise KBError(f"{args.batch}: no such file")
+    failed = 0
+    with (sys.stdin if args.batch == "-" else open(args.batch, encoding="utf-8", errors="replace")) as lines:
+        for rec in answer_batch(kb, lines, llm):
+            failed += "error" in rec
+            if args.json:
+                print(json.dumps(rec, ensure_ascii=False), flush=True)
+            elif "error" in rec:
+                print(f"[{rec['id']}] 错误：{rec['error']}\n", flush=True)
+            else:
+                print(f"[{rec['id']}] {rec['question']}\n\n{rec['text'].strip()}\n", flush=True)
+    _print_notices(kb)
+    return 1 if failed else 0
 
 
 def cmd_bench(args) -> int:
@@ -163,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
     p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
     p.add_argument("--embed-backend", choices=("torch", "onnx", "onnx-int8"),
-                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx-int8)")
+                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("index", help="bring the index up to date with the articles")
@@ -187,8 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--k", type=int, default=5, help="depth for keyword recall (default 5)")
     s.add_argument("--compare", action="store_true", help="also run dense-only, BM25-only and the LangChain recipe")
+    s.add_argument("--answers", action="store_true",
+                   help="also evaluate the answers (gold sentences, key terms, citations, dangling references)")
+    s.add_argument("--split", default="test", help="dev-set split for --answers: test (held out, default), dev or all")
+    s.add_argument("--composer", default="default,baseline",
+                   help="comma-separated composers for --answers: default, baseline (the composer it replaced)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("ask", help="answer a question as the chat does (or a JSONL batch)")
+    s.add_argument("question", nargs="?")
+    s.add_argument("--article", metavar="SLUG", help="the article the reader is on (favoured, like the embed)")
+    s.add_argument("--batch", metavar="FILE", help="JSONL with question (id, article, history optional); - = stdin")
+    s.add_argument("--json", action="store_true", help="one JSON object per answer")
+    s.set_defaults(func=cmd_ask)
 
     s = sub.add_parser("bench", help="timings on a temporary copy (never the user's index)")
     s.add_argument("--scale", default="100000,1000000",

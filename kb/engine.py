@@ -35,6 +35,7 @@ from kb.errors import ArticleError, IndexError_, IndexMissing, KBError, StoreErr
 from kb.index import VectorIndex
 from kb.indexing import IndexSummary, Progress, update_index
 from kb.retrieval import HybridRetriever, SearchResult, clean_question
+from kb.warm_start import BuildProgress, Interim
 from kb.store import Store, make_store
 
 log = logging.getLogger("kb")
@@ -64,6 +65,11 @@ class KnowledgeBase:
         self._version: str | None = None        # the store's version the loaded index was read at
         self._checked = 0.0                     # monotonic time of the last version check
         self._refresh_lock = threading.Lock()
+        # While a first index builds in the background (kb/warm_start.py): the BM25-only retriever, and the
+        # model-free embedder the answers use meanwhile. Both None once the semantic index serves.
+        self._interim: Interim | None = None
+        self._stand_in: Embedder | None = None
+        self.progress = BuildProgress()
         self.notices: list[str] = []           # index problems found and repaired, for the CLI / app to show
 
     # Articles -----------------------------------------------------------------------------------------
@@ -104,26 +110,63 @@ class KnowledgeBase:
 
     @property
     def embedder(self) -> Embedder:
-        """The embedder of this knowledge base (answers can embed sentences with it)."""
+        """The embedder answers score sentences with: the model's, or a model-free stand-in while a first
+        index builds in the background (kb/warm_start.py)."""
+        return self._stand_in or self.model_embedder
+
+    @property
+    def model_embedder(self) -> Embedder:
+        """The embedding model of this knowledge base (what the index is built with)."""
         if self._embedder is None:
             self._embedder = make_embedder(self.config)
         return self._embedder
 
     def index(self, rebuild: bool = False, progress: Progress | None = None) -> IndexSummary:
         """Bring the index up to date with the articles folder (incremental unless `rebuild`)."""
-        self.reload_articles()
-        index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.embedder,
-                                      rebuild=rebuild, progress=progress, backend=self.store)
-        if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
-            self._notice(summary.reason + "; rebuilt it")
+        index, summary = self.build(rebuild=rebuild, progress=progress)
         self._set_index(index)
         return summary
 
+    def build(self, rebuild: bool = False, progress: Progress | None = None) -> tuple[VectorIndex, IndexSummary]:
+        """`index` without serving the result: the new index is saved and returned (see `activate`)."""
+        self.reload_articles()
+        index, summary = update_index(self.config, list(self.articles.values()), self._errors, self.model_embedder,
+                                      rebuild=rebuild, progress=progress, backend=self.store)
+        if summary.rebuilt and summary.reason and summary.reason.startswith("the previous index is unusable"):
+            self._notice(summary.reason + "; rebuilt it")
+        return index, summary
+
+    def activate(self, index: VectorIndex) -> None:
+        """Serve `index` (hybrid) from the next search on, ending BM25-only serving. The retriever is made
+        here, in the caller's thread, so the first hybrid search does not pay for it."""
+        self._set_index(index)
+        self._retriever = HybridRetriever(index, self.model_embedder, self.config)
+        self._interim = self._stand_in = None
+
+    def serve_interim(self, interim: Interim, stand_in: Embedder) -> None:
+        """Serve `interim`'s BM25-only retriever (searches wait until it is made) and answer with
+        `stand_in`, until `activate`."""
+        self._interim, self._stand_in = interim, stand_in
+
+    @property
+    def semantic_ready(self) -> bool:
+        """Whether searches are hybrid (False while a first index builds in the background)."""
+        return self._interim is None
+
+    def index_sentences(self, index: VectorIndex | None = None, progress: Progress | None = None):
+        """Embed the answer sentences of the index's chunks that are not stored yet, store them beside the
+        index (kb/sentence_store.py) and load them into the answer cache; returns a SentenceSummary."""
+        from kb import sentence_store
+        index = index or self.loaded_index()
+        return sentence_store.update(self.config.home, self.model_embedder, [c.text for c in index.chunks], progress)
+
     def _set_index(self, index: VectorIndex) -> None:
+        from kb import sentence_store
         self._index = index
         self._retriever = None
         self._version = index.version
         self._checked = time.monotonic()
+        sentence_store.preload(self.config.home, self.model_embedder.model_id)
 
     def refresh(self) -> bool:
         """Reload the index and the articles when another process wrote to a shared store since they were
@@ -150,52 +193,78 @@ class KnowledgeBase:
         log.warning(message)
         self.notices.append(message)
 
+    def try_load(self) -> str | None:
+        """Load the index from the store and serve it if it is usable: None; otherwise the reason it is not
+        (a corrupted index or one built for another model or chunker is also reported in `notices`)."""
+        try:
+            index = self.store.load()
+        except IndexMissing as exc:
+            return str(exc)
+        except IndexError_ as exc:
+            self._notice(f"{exc}; rebuilding the index")
+            return str(exc)
+        m, e = index.manifest, self.model_embedder
+        if (m.model, m.passage_prompt) != (e.model_id, e.passage_prompt) or m.chunker != self.config.chunker:
+            message = (f"the index in {self.config.home} was built with model {m.model} and chunker {m.chunker}, "
+                       f"the configuration asks for {e.model_id} and {self.config.chunker}")
+            self._notice(f"{message}; rebuilding the index")
+            return message
+        self._set_index(index)
+        return None
+
     def loaded_index(self) -> VectorIndex:
-        """The index, loaded once; built when missing, rebuilt (with a notice) when unusable."""
+        """The index, loaded once; built when missing, rebuilt (with a notice) when unusable. While a first
+        index builds in the background, the chunks being indexed (BM25 serves them)."""
+        interim = self._interim
+        if self._index is None and interim is not None:
+            return interim.get().index
         if self._index is None:
             try:
-                index = self.store.load()
-                m = index.manifest
-                if (m.model, m.passage_prompt) != (self.embedder.model_id, self.embedder.passage_prompt) \
-                        or m.chunker != self.config.chunker:
-                    raise IndexError_(f"the index in {self.config.home} was built with model {m.model} and "
-                                      f"chunker {m.chunker}, the configuration asks for {self.embedder.model_id} "
-                                      f"and {self.config.chunker}")
-                self._set_index(index)
-            except IndexMissing:
-                self.index()
-            except IndexError_ as exc:
-                self._notice(f"{exc}; rebuilding the index")
-                self.index(rebuild=True)
+                missing = not self.store.exists()
+            except IndexError_:
+                missing = False            # a corrupted manifest: rebuilt below, with a notice
+            if self.try_load() is not None:
+                self.index(rebuild=not missing)
         return self._index
 
     @property
     def retriever(self) -> HybridRetriever:
+        interim = self._interim
+        if interim is not None:
+            return interim.get()
         self.refresh()
         retriever = self._retriever
         if retriever is None:
-            retriever = self._retriever = HybridRetriever(self.loaded_index(), self.embedder, self.config)
+            retriever = self._retriever = HybridRetriever(self.loaded_index(), self.model_embedder, self.config)
         return retriever
 
     def chunks(self, slug: str) -> list[Chunk]:
         """The indexed chunks of an article, in reading order."""
-        self.refresh()
+        if self._interim is None:
+            self.refresh()
         return self.loaded_index().chunks_of(slug)
 
     def status(self) -> list[ArticleStatus]:
         """Per article: indexed, changed since indexing, new, deleted from the folder, or unreadable.
 
-        Reads the manifest only (no model load, no rebuild); an unusable index counts as none.
+        Reads the manifest and checks the stored files' checksums (no model load, no rebuild); an index
+        whose manifest cannot be read counts as none, one whose files fail their checksums is "corrupt".
         """
         self.reload_articles()
         try:
             entries = self.store.read_manifest().articles
         except IndexError_:
             entries = {}
+        corrupt = False
+        if entries:
+            try:
+                self.store.verify()
+            except IndexError_:
+                corrupt = True
         out = []
         for slug, a in self.articles.items():
             e = entries.get(slug)
-            state = "new" if e is None else "indexed" if e.hash == a.content_hash else "changed"
+            state = "new" if e is None else "corrupt" if corrupt else "indexed" if e.hash == a.content_hash else "changed"
             out.append(ArticleStatus(slug, a.title, state, len(e.chunk_ids) if e else 0, str(a.path)))
         unreadable = {Path(err.path).name: err for err in self._errors}
         for name, err in unreadable.items():

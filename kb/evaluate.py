@@ -27,6 +27,9 @@ class DevQuestion:
     question: str
     articles: tuple[str, ...]
     keywords: tuple[str, ...]
+    gold: tuple[str, ...] = ()     # verbatim fragments of the sentence(s) that answer the question
+    split: str | None = None       # "dev" (tuning) or "test" (held out: figures are reported on it)
+    qtype: str | None = None       # what / why / how / diff / code / formula (kb.compose.question_type)
 
     @property
     def answerable(self) -> bool:
@@ -69,7 +72,8 @@ def load_devset(path: str | Path) -> list[DevQuestion]:
             continue
         try:
             d = json.loads(line)
-            q = DevQuestion(str(d["id"]), d["question"], tuple(d["articles"]), tuple(d.get("keywords", ())))
+            q = DevQuestion(str(d["id"]), d["question"], tuple(d["articles"]), tuple(d.get("keywords", ())),
+                            tuple(d.get("gold", ())), d.get("split"), d.get("type"))
         except (ValueError, KeyError, TypeError) as exc:
             raise DevSetError(f"{path}:{n}: not a dev-set line ({type(exc).__name__}: {exc})") from None
         if not isinstance(q.question, str) or not q.question.strip():
@@ -156,6 +160,8 @@ def langchain_system(kb, depth: int = RANK_DEPTH) -> System:
 
 
 def run_eval(kb, questions: list[DevQuestion], k: int = 5, compare: bool = False) -> list[Metrics]:
+    from kb.sentences import prefetch_queries
+    prefetch_queries(kb, [q.question for q in questions])
     results = [evaluate(questions, engine_system(kb), "hybrid (engine)", k)]
     if compare:
         results.append(_strip_refusal(evaluate(questions, engine_system(kb, "dense"), "dense only", k)))

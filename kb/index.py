@@ -155,8 +155,8 @@ def read_manifest(home: Path) -> Manifest:
         raise IndexError_(f"{path} is corrupted or truncated ({type(exc).__name__}: {exc})") from None
 
 
-def load(home: Path) -> VectorIndex:
-    """The index in `home`, verified against its manifest; IndexMissing or IndexError_ otherwise."""
+def verify(home: Path) -> Manifest:
+    """The manifest, once every file it names is present with its checksum; IndexMissing/IndexError_."""
     home = Path(home)
     manifest = read_manifest(home)
     folder = home / manifest.generation
@@ -166,6 +166,14 @@ def load(home: Path) -> VectorIndex:
             raise IndexError_(f"{path} is missing (half-written or deleted index)")
         if sha256_file(path) != manifest.files.get(name):
             raise IndexError_(f"{path} does not match its checksum in the manifest (corrupted or truncated)")
+    return manifest
+
+
+def load(home: Path) -> VectorIndex:
+    """The index in `home`, verified against its manifest; IndexMissing or IndexError_ otherwise."""
+    home = Path(home)
+    manifest = verify(home)
+    folder = home / manifest.generation
     try:
         chunks = [_chunk_from_json(d) for d in json.loads((folder / CHUNKS).read_text(encoding="utf-8"))]
         flat = faiss.read_index(str(folder / VECTORS))

@@ -54,6 +54,9 @@ def _markdown():
     return md
 
 
+_FENCE_INFO = re.compile(r"^(\s*(?:`{3,}|~{3,}))\s*([\w#.+-]*)\s.*$")
+
+
 def _protect_math(text: str) -> tuple[str, list[str]]:
     """Replace formulas by placeholders Markdown leaves alone; returns the text and the TeX sources."""
     lines = text.split("\n")
@@ -62,6 +65,9 @@ def _protect_math(text: str) -> tuple[str, list[str]]:
     for kind, s, e in iter_blocks(text):
         if kind == "code":
             code.update(range(s, e + 1))
+            # Python-Markdown's fenced_code accepts only a language after the fence; the articles' extra
+            # words (`no-run`, `file=NAME`, `min=3.12`) would turn the block into inline text.
+            lines[s] = _FENCE_INFO.sub(r"\1\2", lines[s])
         else:
             formulas.append("\n".join(lines[s:e + 1]).strip())
             lines[s:e + 1] = [f"KBMATHD{len(formulas) - 1}X"] + [""] * (e - s)

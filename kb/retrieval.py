@@ -64,6 +64,10 @@ class Evidence:
     coverage: float                # best IDF-weighted share of question tokens in one top BM25 chunk
     agreement: int | None          # min over chunks of max(dense rank, BM25 rank); None: no chunk in both
     tokens: tuple[str, ...]
+    # Added for the calibrated decision (kb.refusal); defaults keep hand-built Evidence valid.
+    char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
+    unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
+    dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class SearchResult:
     notice: str | None             # truncation and/or refusal message for the reader
     nearest_articles: list[ArticleRef]
     evidence: Evidence | None = None
+    retrieval: str = "hybrid"      # "bm25" while the semantic index is being built (see kb/warm_start.py)
 
 
 def clean_question(question: str, max_chars: int) -> tuple[str, str | None]:
@@ -95,8 +100,21 @@ def rrf(rankings: list[list[int]], k: int, weights: list[float] | None = None) -
     return fused
 
 
-def decide(evidence: Evidence, config: Config) -> tuple[bool, float]:
+def decide(evidence: Evidence, config: Config, model_id: str | None = None) -> tuple[bool, float]:
     """Whether the knowledge base can answer, and a confidence in 0..1 (0.5 on the boundary).
+
+    With the embedding model the refusal coefficients were fitted for (kb/refusal_model.json), the calibrated
+    logistic decision of `kb.refusal`; with any other model, the hand-set thresholds (`decide_thresholds`).
+    """
+    from kb import refusal
+    model = refusal.load_model()
+    if model is not None and model.applies_to(model_id):
+        return model.decide(evidence)
+    return decide_thresholds(evidence, config)
+
+
+def decide_thresholds(evidence: Evidence, config: Config) -> tuple[bool, float]:
+    """The hand-set rule (the engine's decision before kb.refusal, kept as the fallback and the baseline).
 
     Answerable when coverage >= min_coverage, or when top cosine >= min_dense and some chunk is within the
     top max_agreement_rank of both rankings. The confidence is a logistic of the margin past the nearer
@@ -133,16 +151,25 @@ def merge_overlaps(hits: list[Hit]) -> list[Hit]:
 
 
 class HybridRetriever:
-    """Search over one loaded index with one embedder. Build once; `search` is cheap."""
+    """Search over one loaded index with one embedder. Build once; `search` is cheap.
 
-    def __init__(self, index: VectorIndex, embedder: Embedder, config: Config):
+    `dense=False` ranks by BM25 alone and never calls the embedder: the app serves this way while the
+    semantic index is being built (the index then holds the chunks with placeholder vectors).
+    """
+
+    def __init__(self, index: VectorIndex, embedder: Embedder, config: Config, dense: bool = True):
         from rank_bm25 import BM25Okapi
-        self.index, self.embedder, self.config = index, embedder, config
+        self.index, self.embedder, self.config, self.dense = index, embedder, config, dense
         docs = [tokenize(c.embed_text) for c in index.chunks]
         # BM25Okapi divides by the corpus size: an empty index gets no BM25 model.
         self.bm25 = BM25Okapi(docs) if docs else None
         self.doc_tokens = [set(d) for d in docs]
         self.doc_chars = [set(c.embed_text.lower()) for c in index.chunks]
+        self.doc_bigrams = [char_bigrams(c.embed_text) for c in index.chunks]
+        gram_df = Counter(g for d in self.doc_bigrams for g in d)
+        n_docs = len(index.chunks)
+        self.gram_idf = {g: math.log((n_docs + 1) / (f + 0.5)) for g, f in gram_df.items()}
+        self.unknown_gram_idf = math.log((n_docs + 1) / 0.5)
         df = Counter(t for d in self.doc_tokens for t in d)
         n = len(docs)
         self.idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items()}
@@ -168,6 +195,21 @@ class HybridRetriever:
                 found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
         return found / total
 
+    def char_coverage(self, grams: set[str], row: int) -> float:
+        """IDF-weighted share of the question's character bigrams (and Latin words) that chunk `row` contains:
+        a typo or a near-synonym breaks one jieba word but keeps most of its neighbours' bigrams."""
+        if not grams:
+            return 0.0
+        weights = {g: self.gram_idf.get(g, self.unknown_gram_idf) for g in grams}
+        return sum(w for g, w in weights.items() if g in self.doc_bigrams[row]) / sum(weights.values())
+
+    def unknown_share(self, tokens: list[str]) -> float:
+        distinct = set(tokens)
+        if not distinct:
+            return 1.0
+        total = sum(self.idf.get(t, self.unknown_idf) for t in distinct)
+        return sum(self.unknown_idf for t in distinct if t not in self.idf) / total
+
     def search(self, question: str, k: int | None = None, prefer_slug: str | None = None,
                mode: str = "hybrid") -> SearchResult:
         assert mode in MODES, f"mode must be one of {MODES}"
@@ -179,9 +221,12 @@ class HybridRetriever:
             return SearchResult(question, [], False, 0.0, _join(notice, "知识库还是空的：没有已索引的文章。"), [])
 
         # Dense: cosine of normalized vectors, top candidates from FAISS, exact scores for every row.
-        query = self.embedder.embed_query(question)
-        dense_top = self.index.search(query, depth)
-        dense_all = self.index.scores(query)
+        if self.dense:
+            query = self.embedder.embed_query(question)
+            dense_top = self.index.search(query, depth)
+            dense_all = self.index.scores(query)
+        else:
+            dense_top, dense_all = [], np.zeros(len(self.index), np.float32)
         # BM25 over jieba tokens; rows with no shared token are not candidates.
         tokens = tokenize(question)
         bm25_all = self.bm25.get_scores(tokens) if tokens else np.zeros(len(self.index))
@@ -205,6 +250,8 @@ class HybridRetriever:
         hits = merge_overlaps(hits[: 3 * k])[:k]
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
+        grams = char_bigrams(question)
+        top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
         evidence = Evidence(
@@ -212,13 +259,31 @@ class HybridRetriever:
             top_bm25=float(bm25_all.max()) if len(bm25_all) else 0.0,
             coverage=max((self.coverage(tokens, r) for r in bm25_top[: cfg.candidates]), default=0.0),
             agreement=min(both, default=None),
-            tokens=tuple(tokens))
-        answerable, confidence = decide(evidence, cfg)
+            tokens=tuple(tokens),
+            char_coverage=max((self.char_coverage(grams, r) for r in top_rows), default=0.0),
+            unknown_share=self.unknown_share(tokens),
+            dense_margin=float(dense_top[0][1] - dense_top[min(9, len(dense_top) - 1)][1]) if dense_top else 0.0)
+        answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)
         if not answerable:
             titles = "、".join(f"《{a.title}》" for a in nearest)
             notice = _join(notice, f"知识库里没有足够相关的内容来回答这个问题。最接近的文章：{titles}")
-        return SearchResult(question, hits, answerable, confidence, notice, nearest, evidence)
+        return SearchResult(question, hits, answerable, confidence, notice, nearest, evidence,
+                            retrieval="hybrid" if self.dense else "bm25")
+
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+_LATIN_WORD = re.compile(r"[a-z][a-z0-9_]+")
+
+
+def char_bigrams(text: str) -> set[str]:
+    """Character bigrams of the CJK runs of `text` (a lone character counts as itself) and its Latin words."""
+    text = text.lower()
+    grams = set()
+    for run in _CJK_RUN.findall(text):
+        grams.update(run[i:i + 2] for i in range(max(1, len(run) - 1)))
+    grams.update(_LATIN_WORD.findall(text))
+    return grams
 
 
 def _nearest_articles(ranked: list[int], fused: dict[int, float], chunks: list[Chunk], n: int = 3) -> list[ArticleRef]:

@@ -1,4 +1,5 @@
-"""Sentence selection for extractive answers: split chunks into sentences, score them, pick with MMR.
+"""Sentences for extractive answers: units (`section_units`, `sentence_units`), their cached vectors, and the
+baseline MMR picker (`pick_sentences`, the composer before kb.compose, kept for `kb eval --answers`).
 
 The units are `kb.chunking`'s (sentences cut after 。！？；and line breaks, code blocks and `$$` formulas
 whole), so an answer sentence is exactly a piece of an indexed chunk. A sentence's relevance blends its
@@ -63,6 +64,48 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    kind: str            # "prose", "block" (code, $$ formula, table) or "skip" (heading, too short)
+    text: str            # the sentence without its list mark, or the whole block
+
+
+def section_units(text: str) -> list[Unit]:
+    """The section's sentences and blocks in source order; consecutive table rows make one table block."""
+    units: list[Unit] = []
+    table: list[str] = []
+
+    def flush():
+        if table:
+            units.append(Unit(len(units), "block", "\n".join(table)))
+            table.clear()
+
+    for u in chunk_units(text, 400):
+        raw = text[u.start:u.end].strip()
+        if not raw:
+            continue
+        if raw.startswith("|"):
+            table.append(raw)
+            continue
+        flush()
+        if u.atomic:
+            units.append(Unit(len(units), "block", raw))
+            continue
+        sentence = _LIST_MARK.sub("", raw).strip()
+        # Too short, a heading, or a question the article asks (its answer follows; the question is none).
+        kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") or sentence.endswith(("？", "?")) else "prose"
+        units.append(Unit(len(units), kind, sentence))
+    flush()
+    return units
+
+
+def sentence_units(text: str) -> list[str]:
+    """The prose sentences of a chunk or section that answers score (and whose vectors are cached): the
+    public unit for storing sentence vectors with the index."""
+    return [u.text for u in section_units(text) if u.kind == "prose"]
+
+
 def code_block_of(text: str) -> str | None:
     """The first code block of `text` (a runnable python one preferred), fences included, followed by its
     shown output when a ```text block comes right after it. An output block alone is not code."""
@@ -101,6 +144,14 @@ class _VectorCache:
                 rows.append(self._data[(model, t)])
         return np.stack(rows) if rows else np.zeros((0, embedder.dimension), dtype=np.float32)
 
+    def put(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors computed elsewhere (stored with the index, see kb/sentence_store.py) for `model_id`."""
+        with self._lock:
+            for t, v in zip(texts, vectors):
+                self._data[(model_id, t)] = v
+            while len(self._data) > self.max_items:
+                self._data.popitem(last=False)
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -108,9 +159,15 @@ class _VectorCache:
 CACHE = _VectorCache()
 
 
+def sentence_texts(chunk_texts: Iterable[str]) -> list[str]:
+    """Every distinct sentence of the given chunks that an answer may score: what `warm_cache` embeds and
+    what the index stores beside itself (kb/sentence_store.py), in first-seen order."""
+    return list(dict.fromkeys(s for text in chunk_texts for s in sentence_units(text)))
+
+
 def warm_cache(embedder, chunk_texts: Iterable[str], batch: int = 64, stop: threading.Event | None = None) -> int:
     """Embed every sentence of the given chunks into the cache; returns the number of sentences."""
-    sentences = list(dict.fromkeys(s for text in chunk_texts for _, s in split_sentences(text)))
+    sentences = sentence_texts(chunk_texts)
     for i in range(0, len(sentences), batch):
         if stop is not None and stop.is_set():
             break
@@ -175,6 +232,25 @@ class QueryMemoEmbedder(Embedder):
     def forget(self) -> None:
         with self._lock:
             self._memo.clear()
+
+
+def prefetch_queries(kb, questions: Sequence[str], batch: int = 64) -> None:
+    """Embed many questions in batches before searching them one by one (evaluations, fitting): the
+    knowledge base's embedder becomes a QueryMemoEmbedder that remembers them all. One encode per batch
+    instead of one per question is several times cheaper on a CPU."""
+    emb = kb.embedder
+    if not isinstance(emb, QueryMemoEmbedder):
+        emb = QueryMemoEmbedder(emb)
+        kb._embedder = emb
+        kb.retriever.embedder = emb
+    texts = list(dict.fromkeys(q.strip()[: kb.config.max_question_chars] for q in questions if q and q.strip()))
+    emb.size = max(emb.size, len(texts) + 64)
+    missing = [t for t in texts if t not in emb._memo]
+    for i in range(0, len(missing), batch):
+        part = missing[i:i + batch]
+        vectors = np.asarray(emb.inner._embed(part, True), dtype=np.float32)
+        with emb._lock:
+            emb._memo.update(zip(part, vectors))
 
 
 def rank_texts(embedder, question: str, texts: Sequence[str]) -> list[float]:

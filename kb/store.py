@@ -46,6 +46,11 @@ class Store(ABC):
 
         A crash part-way leaves every article either at its previous or at its new version, never half."""
 
+    def verify(self) -> None:
+        """IndexError_ when the stored index is unusable (status reports it as corrupt); by default only
+        the manifest is read, a store with checksums checks them."""
+        self.read_manifest()
+
     def version(self) -> str | None:
         """A token that changes with every committed write by any process; None when this store has no
         other writers to watch (the engine then never polls)."""
@@ -77,6 +82,9 @@ class FaissStore(Store):
 
     def read_manifest(self) -> Manifest:
         return files.read_manifest(self.home)
+
+    def verify(self) -> None:
+        files.verify(self.home)
 
     def write(self, index, changed, deleted, rebuild) -> VectorIndex:
         # One generation holds every article; the manifest switch makes the whole update atomic.

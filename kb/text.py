@@ -45,6 +45,12 @@ def _jieba():
 
 def tokenize(text: str) -> list[str]:
     """Content tokens of `text`, in order, repeats kept (BM25 counts them)."""
+    return list(_tokenize(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _tokenize(text: str) -> tuple[str, ...]:
+    # Cached: the BM25 model is built over the same chunk texts more than once (BM25-only serving while the
+    # index builds, then the hybrid retriever), and jieba costs seconds for a whole corpus.
     tokens = _jieba().lcut_for_search(text.lower())
-    return [t for t in (tok.strip() for tok in tokens)
-            if t and t not in STOPWORDS and _CONTENT.search(t)]
+    return tuple(t for t in (tok.strip() for tok in tokens) if t and t not in STOPWORDS and _CONTENT.search(t))

@@ -1,7 +1,8 @@
 """The CPython interpreters that version-dependent article blocks and pdb transcripts are checked under.
 
 The project's own interpreter counts for its version; other versions are looked up as pyenv installs
-(~/.pyenv/versions/3.X.*/bin/python3.X, newest first) and then as `python3.X` on PATH. Each candidate is
+(~/.pyenv/versions/3.X.*/bin/python3.X, newest first), then as uv-managed ones (`uv python install 3.12 3.13`:
+~/.local/share/uv/python/cpython-3.X.*/bin/python3.X), then as `python3.X` on PATH. Each candidate is
 asked for its version before it is used, so a pyenv shim that is not configured is not mistaken for one.
 A version with no interpreter is reported as missing; the tests then skip it and name it.
 """
@@ -28,6 +29,8 @@ def find(version: tuple[int, int]) -> str | None:
         return sys.executable
     v = label(version)
     candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{v}.*/bin/python{v}")), reverse=True)
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.local/share/uv/python/cpython-{v}.*/bin/python{v}")),
+                         reverse=True)
     on_path = shutil.which(f"python{v}")
     if on_path:
         candidates.append(on_path)

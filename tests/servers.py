@@ -11,7 +11,9 @@ import itertools
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,14 +29,17 @@ def pg_server(tmp_path_factory):
         import pgvector  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"PostgreSQL tests need pgserver, psycopg and pgvector ({exc}); `make install` installs them")
-    # A short path: the Unix socket path must stay under ~100 bytes.
-    folder = tmp_path_factory.mktemp("pg")
+    # Its own short folder, not pytest's: the Unix socket path must stay under ~100 bytes, and pytest's
+    # numbered temporary folders can be cleaned by another pytest process of the same user mid-session.
+    folder = Path(tempfile.mkdtemp(prefix="kb-test-pg-"))
     try:
         server = pgserver.get_server(folder, cleanup_mode="stop")
     except Exception as exc:  # no initdb for this platform, no shared memory, ...
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"pgserver cannot start PostgreSQL here: {type(exc).__name__}: {exc}")
     yield server, server.get_uri()
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

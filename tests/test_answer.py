@@ -70,8 +70,10 @@ def test_answer_text_cites_every_sentence_and_lists_sources(kb):
     for c in a.citations:
         assert f"{c.n}. [{c.title} › {c.heading}]({c.url})" in sources
         assert c.url == f"article/{c.slug}#" + c.url.split("#", 1)[1]
-    for paragraph in filter(None, (p.strip() for p in body.split("\n\n"))):
-        assert LINK.search(paragraph), f"a paragraph without citation: {paragraph!r}"
+    without_blocks = re.sub(r"```.*?```|\$\$.*?\$\$", "", body, flags=re.S)
+    prose = [p for p in filter(None, (p.strip() for p in without_blocks.split("\n\n"))) if not p.startswith("|")]
+    for paragraph in prose:
+        assert LINK.search(paragraph) and paragraph.endswith(")"), f"a paragraph without citation: {paragraph!r}"
 
 
 @pytest.mark.slow
@@ -88,8 +90,8 @@ def test_code_question_keeps_a_code_block_from_the_cited_article(kb):
     a = answer(kb, "用代码演示一下 C3 线性化算法的实现")
     assert is_code_question(a.question)
     assert "```python" in a.text, a.text
-    code_line = a.text.split("示例代码（出自 ", 1)[1]
-    n = int(LINK.search(code_line).group(1))
+    before_code = a.text.split("```python", 1)[0]
+    n = int(LINK.findall(before_code)[-1][0])      # the citation right before the block is its source
     assert next(c for c in a.citations if c.n == n).slug == "python-inheritance-mro"
 
 
@@ -222,3 +224,53 @@ def test_sentences_about_the_article_itself_are_not_quoted():
 
     text = "本文从内存问题出发，逐步讲清楚生成器。生成器表达式返回一个生成器对象，元素在迭代时才逐个产生。"
     assert [s for _, s in split_sentences(text)] == ["生成器表达式返回一个生成器对象，元素在迭代时才逐个产生。"]
+
+
+# Composition (kb.compose) on the real model ------------------------------------------------------------------
+
+SHAPES = [   # (question, type, article of the first citation, terms one of which the answer must state)
+    ("什么是叶子张量？", "what", "pytorch-autograd", ["is_leaf", "叶子张量"]),
+    ("生成器为什么省内存？", "why", "python-generators", ["惰性", "常数级"]),
+    ("pdb 怎么设置条件断点？", "how", "python-pdb", ["条件断点"]),
+    ("is 和 == 有什么区别？", "diff", "python-object-reference", ["同一个对象"]),
+    ("namedtuple 怎么用", "code", "python-list-tuple", ["namedtuple("]),
+    ("分代回收的阈值默认是多少", "formula", "python-gc", ["700"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, qtype, slug, terms", SHAPES)
+def test_answer_shape_per_question_type(kb, question, qtype, slug, terms):
+    from kb.compose import answer_elements, dangling_references, question_type
+    assert question_type(question) == qtype
+    a = answer(kb, question)
+    assert a.answerable and a.citations[0].slug == slug, a.text
+    elements = answer_elements(a.text)
+    prose = [t for kind, t in elements if kind == "prose" and not t.startswith(("示例代码", "公式", "输出"))]
+    blocks = [t for kind, t in elements if kind == "block" and not t.startswith("```text")]
+    chars = sum(len(t) for t in prose)
+    assert chars <= 450 or len(prose) == 1, f"{chars} characters of prose: {a.text}"
+    assert len(blocks) <= 1, f"at most one block (code output aside): {blocks}"
+    assert any(t in a.text for t in terms), f"none of {terms} in {a.text}"
+    assert elements[0][0] == "prose", "the answer opens with a sentence"
+    sections = [s for c in a.citations for s in kb.articles[c.slug].sections]
+    assert dangling_references(a.text, sections) == []
+    if qtype == "code":
+        assert blocks and blocks[0].startswith("```python"), "a code question shows code"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, slug", [("生成器为什么省内纯", "python-generators"),
+                                            ("pdb 怎么设置条件断店", "python-pdb"),
+                                            ("列表和元祖有什么区别", "python-list-tuple")])
+def test_a_typo_does_not_refuse(kb, question, slug):
+    a = answer(kb, question)
+    assert a.answerable and a.citations[0].slug == slug, a.notice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", ["Java 的内存模型 happens-before 是什么", "Kotlin 的扩展函数怎么写",
+                                      "怎么做番茄炒蛋", "Go 的逃逸分析是什么"])
+def test_out_of_scope_questions_from_other_domains_are_refused(kb, question):
+    a = answer(kb, question)
+    assert not a.answerable and a.text.startswith(NO_ANSWER) and a.citations == []

@@ -4,9 +4,11 @@ The Python-language articles (slugs python-*) use only the standard library, so 
 every CPython in tests/interpreters.VERSIONS that is installed (3.11, 3.12, 3.13), each block under the
 versions its fence marker admits (```python min=3.12 / max=3.12), compared with the output shown for that
 version (an unmarked ```text block, or a ```text min=/max= block for the versions that print otherwise).
-The other articles need torch and run under the project's interpreter only.
+The other articles need torch and run under the project's interpreter only, each block in a process forked
+from one that imported numpy and torch once (tests/block_runner.py), which saves a torch import per block.
 """
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +74,48 @@ def test_version_markers_are_reachable(slug):
                 assert block.expected_for(v) is not None, f"{slug}:{block.line}: no shown output for {v}"
 
 
+BLOCK_TIMEOUT_S = 120
+RUNNER = Path(__file__).resolve().parent / "block_runner.py"
+
+
+def _fresh_runner(exe, cwd, env):
+    """Each block in a fresh interpreter."""
+    def run(script):
+        proc = subprocess.run([exe, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=BLOCK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        return proc.returncode, proc.stdout, proc.stderr
+    return run
+
+
+def _fork_runner(exe, cwd, env):
+    """Each block in its own process forked from one that imported torch and numpy once (block_runner.py):
+    the torch articles' blocks would otherwise spend most of their time importing torch."""
+    proc = subprocess.Popen([exe, str(RUNNER), "numpy", "torch"], cwd=cwd, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(script):
+        proc.stdin.write(f"{script}\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], BLOCK_TIMEOUT_S)
+        if not ready:
+            proc.kill()
+            raise AssertionError(f"{script}: no result within {BLOCK_TIMEOUT_S} s")
+        line = proc.stdout.readline()
+        assert line.strip(), f"block runner ended early (exit {proc.wait()})"
+        out = Path(f"{script}.out").read_text(encoding="utf-8")
+        err = Path(f"{script}.err").read_text(encoding="utf-8")
+        return int(line), out, err
+
+    def close():
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    run.close = close
+    return run
+
+
 def _normalised(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.rstrip().split("\n"))
 
@@ -88,23 +132,28 @@ def test_code_blocks_run_and_match_shown_output(slug, version, tmp_path):
     assert runnable, f"{slug} has no runnable python block"
     env = {**os.environ, "PYTHONBREAKPOINT": "0", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
+    run_block = _fork_runner(exe, tmp_path, env) if slug not in STDLIB_SLUGS else _fresh_runner(exe, tmp_path, env)
     ran = 0
-    for block in blocks:
-        if block.file and block.lang == "python":
-            (tmp_path / block.file).write_text(block.code + "\n", encoding="utf-8")
-            continue
-        if block.file or not block.runnable or not block.admits(version):
-            continue
-        script = tmp_path / "example.py"
-        script.write_text(block.code + "\n", encoding="utf-8")
-        proc = subprocess.run([exe, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL)
-        ran += 1
-        where = f"{article.path}:{block.line} (Python {interpreters.label(version)})"
-        assert proc.returncode == 0, f"{where} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
-        want = block.expected_for(version)
-        if want is not None:
-            got = _normalised(proc.stdout)
-            assert got == _normalised(want), (f"{where}: printed output differs from the article's text block"
-                                              f"\n--- shown\n{want}\n--- printed\n{got}")
+    try:
+        for block in blocks:
+            if block.file and block.lang == "python":
+                (tmp_path / block.file).write_text(block.code + "\n", encoding="utf-8")
+                continue
+            if block.file or not block.runnable or not block.admits(version):
+                continue
+            script = tmp_path / "example.py"
+            script.write_text(block.code + "\n", encoding="utf-8")
+            returncode, stdout, stderr = run_block(script)
+            ran += 1
+            where = f"{article.path}:{block.line} (Python {interpreters.label(version)})"
+            assert returncode == 0, f"{where} exited {returncode}:\n{stderr[-2000:]}"
+            want = block.expected_for(version)
+            if want is not None:
+                got = _normalised(stdout)
+                assert got == _normalised(want), (f"{where}: printed output differs from the article's text block"
+                                                  f"\n--- shown\n{want}\n--- printed\n{got}")
+    finally:
+        close = getattr(run_block, "close", None)
+        if close:
+            close()
     assert ran, f"{slug}: no block ran under Python {interpreters.label(version)}"

@@ -33,12 +33,14 @@ def run(capsys, *argv):
 def test_index_then_incremental(articles, capsys):
     code, out, err = run(capsys, "--articles", articles, "index")
     assert code == 0 and err == ""
-    assert out.splitlines() == [
-        "rebuilt the whole index (no index yet)", "added: gens, lists, refs",
-        out.splitlines()[2]]
-    assert out.splitlines()[2].startswith("0 article(s) unchanged; embedded 6 chunk(s); 6 chunk(s) in the index;")
+    lines = out.splitlines()
+    assert lines[:2] == ["rebuilt the whole index (no index yet)", "added: gens, lists, refs"] and len(lines) == 4, lines
+    assert lines[2].startswith("0 article(s) unchanged; embedded 6 chunk(s); 6 chunk(s) in the index;")
+    stored = int(lines[3].split("; ")[1].split()[0])
+    assert stored > 0 and lines[3].startswith(f"answer sentences: embedded {stored}; {stored} stored;"), lines[3]
     code, out, _ = run(capsys, "--articles", articles, "index")
     assert code == 0 and out.startswith("3 article(s) unchanged; embedded 0 chunk(s); 6 chunk(s) in the index;")
+    assert out.splitlines()[1].startswith(f"answer sentences: embedded 0; {stored} stored;"), "stored, not redone"
     code, out, _ = run(capsys, "--articles", articles, "index", "--rebuild", "--json")
     summary = json.loads(out)
     assert summary["rebuilt"] and summary["reason"] == "--rebuild requested" and summary["chunks_embedded"] == 6

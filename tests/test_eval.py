@@ -72,6 +72,36 @@ def test_devset_shape_and_keywords_occur_in_the_accepted_articles():
     assert sum(any("a" <= ch.lower() <= "z" for ch in q.question) for q in answerable) >= 20, "mixed and English"
 
 
+def test_devset_gold_fragments_are_in_the_current_articles():
+    """Gold sentences are stored as verbatim fragments: an article edit that drifts from one fails here."""
+    from kb.compose import QUESTION_TYPES
+    questions = load_devset(DEVSET)
+    answerable = [q for q in questions if q.answerable]
+    assert len(answerable) >= 200 and len(questions) - len(answerable) >= 60
+    bodies = {s: load_article(ROOT / "articles" / f"{s}.md").body for s in SLUGS}
+    drifted = [(q.id, g) for q in answerable for g in q.gold if not any(g in bodies[s] for s in q.articles)]
+    assert drifted == [], f"gold fragments no longer in their articles: {drifted}"
+    # Questions appended for new article sections (ids new-*, issue 10) are not annotated yet: no gold metrics.
+    assert all(q.gold for q in answerable if not q.id.startswith("new-")), [q.id for q in answerable if not q.gold]
+    assert {q.split for q in questions} == {"dev", "test"}
+    held_out = [q for q in questions if q.split == "test"]
+    assert sum(q.answerable for q in held_out) >= 100 and sum(not q.answerable for q in held_out) >= 30
+    for t in QUESTION_TYPES:
+        assert sum(q.qtype == t for q in answerable) >= 8, f"question type {t} is under-represented"
+    per_article = {s: sum(s in q.articles for q in held_out) for s in SLUGS}
+    assert min(per_article.values()) >= 5, per_article
+
+
+def test_refusal_training_bank_is_large_varied_and_disjoint_from_the_devset():
+    bank = [line.strip() for line in (ROOT / "tests" / "data" / "refusal_oos.txt").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert len(bank) >= 300 and len(set(bank)) == len(bank)
+    devset = {q.question for q in load_devset(DEVSET)}
+    assert devset.isdisjoint(bank), devset & set(bank)
+    english = sum(all(ord(ch) < 128 for ch in q) for q in bank)
+    assert english >= 20, "English out-of-scope questions too"
+
+
 @pytest.fixture(scope="module")
 def real_kb(tmp_path_factory):
     from shared_app import real_kb as shared
@@ -102,7 +132,9 @@ def test_kb_eval_meets_the_goals_on_the_real_model(real_kb, capsys):
 @pytest.mark.slow
 def test_hybrid_beats_each_single_ranker_on_mrr(real_kb):
     from kb.evaluate import engine_system
+    from kb.sentences import prefetch_queries
     questions = load_devset(DEVSET)
+    prefetch_queries(real_kb, [q.question for q in questions])     # one batched encode for the three modes
     mrr = {mode: evaluate(questions, engine_system(real_kb, mode), mode).mrr10 for mode in ("hybrid", "dense", "bm25")}
     assert mrr["hybrid"] > max(mrr["dense"], mrr["bm25"]), mrr
 

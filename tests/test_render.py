@@ -34,6 +34,25 @@ def test_code_is_highlighted():
     assert '<div class="codehilite">' in out and '<span class="k">def</span>' in out
 
 
+@pytest.mark.parametrize("info", ["python no-run", "python file=utils.py", "python min=3.13", "console max=3.12",
+                                  "text min=3.12 max=3.12"])
+def test_fence_options_still_render_a_code_block(info):
+    """Words after the language (no-run, file=, version markers) must not turn the block into inline text."""
+    out = markdown_to_html(f"前文\n\n```{info}\nx = 1\n```\n\n后文")
+    assert out.count("<pre>") == 1 and "codehilite" in out, f"{info!r} did not render as a code block: {out}"
+    assert info.split()[1] not in out, f"{info!r}: the fence option leaked into the page"
+
+
+def test_every_article_block_is_a_pre_block():
+    """Each fenced block of every article becomes one <pre> on its page (none collapses into a paragraph)."""
+    from kb.articles import code_blocks
+
+    for path in sorted(ARTICLES.glob("*.md")):
+        article = load_article(path)
+        page = article_page(article, "/katex.css", "/auto-render.js", script_url="/article.js")
+        assert page.count("<pre>") == len(code_blocks(article)), f"{path.stem}: a code block did not render"
+
+
 def test_raw_html_and_script_urls_are_shown_as_text():
     raw = ("---\ntitle: <b>T</b>\nslug: x\ndate: 2025-01-01\ntags: [a]\nsummary: s\ndemos: []\n---\n"
            "## <img src=x onerror=alert(1)>\n\n<script>alert(1)</script>\n\n[点我](javascript:alert(1))\n")

@@ -37,7 +37,8 @@ class AdminHandlers:
     def status_rows(self, password: str | None = None, request: gr.Request = None) -> list[list]:
         self._check_password(password, request)
         labels = {"indexed": "已索引", "changed": "已修改，待重建", "new": "新文章，待索引",
-                  "deleted": "已删除，待重建", "unreadable": "无法读取"}
+                  "deleted": "已删除，待重建", "unreadable": "无法读取",
+                  "corrupt": "索引已损坏，待重建"}
         return [[s.slug or Path(s.path).name, s.title, labels.get(s.state, s.state), s.chunks, s.error or ""]
                 for s in self.kb.status()]
 

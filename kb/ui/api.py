@@ -30,7 +30,8 @@ class ApiHandlers:
         for _ in stream:
             pass
         log_answer(self.question_log, question, stream.answer, self._slug_or_none(article))
-        return answer_dict(stream.answer)
+        # "bm25" while a first start builds the semantic index (kb/warm_start.py), else "hybrid".
+        return {**answer_dict(stream.answer), "retrieval": getattr(stream.result, "retrieval", "hybrid")}
 
     def api_search(self, question: str, k: int = 5, article: str = "", request: gr.Request = None) -> dict:
         try:
@@ -45,7 +46,7 @@ class ApiHandlers:
             log.error("/search failed: %s", exc)
             raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/search") from None
         return {"question": result.question, "answerable": result.answerable, "confidence": result.confidence,
-                "notice": result.notice, "hits": [hit_dict(h) for h in result.hits],
+                "notice": result.notice, "hits": [hit_dict(h) for h in result.hits], "retrieval": result.retrieval,
                 "nearest_articles": [{"slug": a.slug, "title": a.title} for a in result.nearest_articles]}
 
     def api_list_articles(self) -> list:

@@ -290,3 +290,21 @@ def test_follow_up_turns_from_gradio6_content_parts():
     many = [m for i in range(1000) for m in ({"role": "user", "content": f"问{i}"}, {"role": "assistant", "content": "答"})]
     assert _turns(many, max_turns=3) == [("问997", "答"), ("问998", "答"), ("问999", "答")]
     assert _turns("not a list") == [] and _turns([None, 5, {"role": "user"}]) == []
+
+
+def test_status_calls_a_checksum_corrupt_index_corrupt(tmp_path):
+    from kb.config import Config
+    from kb.embedding import FakeEmbedder
+    from kb.engine import KnowledgeBase
+
+    arts = tmp_path / "articles"
+    arts.mkdir()
+    (arts / "python-list-tuple.md").write_bytes((Path(__file__).resolve().parents[2] / "articles" / "python-list-tuple.md").read_bytes())
+    kb = KnowledgeBase(Config(articles_dir=arts, home=tmp_path / "home"), embedder=FakeEmbedder())
+    kb.index()
+    assert [s.state for s in kb.status()] == ["indexed"]
+    vectors = next((tmp_path / "home").rglob("faiss.index"))
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    assert [s.state for s in kb.status()] == ["corrupt"], "a checksum mismatch is not 'indexed'"

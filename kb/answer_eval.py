@@ -1,0 +1,134 @@
+"""Answer-level evaluation (`kb eval FILE --answers`): what the reader gets, not only what was retrieved.
+
+On the questions of one split of the dev set (default: the held-out "test" split), for a composer
+("default" = kb.compose with the calibrated refusal, "baseline" = the MMR composer and the hand-set thresholds
+it replaced), over the answerable questions:
+  gold_recall        mean share of the question's gold fragments found in the answer (a refusal finds none)
+  gold_hit           share of answers containing at least one gold fragment (several golds are often alternatives)
+  gold_precision     mean share of the answer's prose sentences that contain a gold fragment
+  section_precision  mean share of the answer's prose sentences taken from a section holding a gold fragment
+  key_term_recall    share of questions with a keyword (any of its keywords) in the answer text
+  unrelated_rate     share of answers citing an article outside the question's accepted articles
+  dangling           answers with a dangling reference (kb.compose.dangling_references)
+  median_chars       median prose length of the answers (characters, citations and blocks excluded)
+  compose_p50_ms     median composition time after retrieval
+and over the split's questions: refusal_rate (out-of-scope refused), false_refusal_rate (answerable refused).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from kb.answer import answer
+from kb.compose import answer_elements, dangling_references
+from kb.evaluate import DevQuestion
+from kb.sentences import prefetch_queries, warm_cache
+
+ANSWER_KEYS = ("gold_recall", "gold_hit", "gold_precision", "section_precision", "key_term_recall", "unrelated_rate",
+               "dangling", "median_chars", "compose_p50_ms", "refusal_rate", "false_refusal_rate")
+
+
+@dataclass
+class AnswerMetrics:
+    name: str
+    split: str
+    answerable: int
+    unanswerable: int
+    gold_recall: float
+    gold_hit: float
+    gold_precision: float
+    section_precision: float
+    key_term_recall: float
+    unrelated_rate: float
+    dangling: int
+    median_chars: float
+    compose_p50_ms: float
+    refusal_rate: float | None
+    false_refusal_rate: float | None
+    gold_recall_by_type: dict[str, float] = field(default_factory=dict)
+    missed_gold: list[str] = field(default_factory=list)         # ids with gold recall < 1
+    unrelated: list[str] = field(default_factory=list)
+    dangling_ids: list[str] = field(default_factory=list)
+    wrong_decisions: list[str] = field(default_factory=list)
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> AnswerMetrics:
+    part = [q for q in questions if split == "all" or q.split == split]
+    prefetch_queries(kb, [q.question for q in part])
+    # Warm: every indexed sentence embedded once, as the app does in the background after start.
+    warm_cache(kb.embedder, [s.text for a in kb.articles.values() for s in a.sections])
+    rec, hit, prec, sec_prec, kw, chars, times = [], [], [], [], [], [], []
+    by_type: dict[str, list[float]] = {}
+    unrelated, dangling, missed, wrong = [], [], [], []
+    refused_ok = refused_wrong = 0
+    for q in part:
+        a = answer(kb, q.question, composer=composer)
+        if not q.answerable:
+            refused_ok += not a.answerable
+            if a.answerable:
+                wrong.append(q.id)
+            continue
+        if not a.answerable:
+            refused_wrong += 1
+            wrong.append(q.id)
+            kw.append(0.0)
+            if q.gold:
+                rec.append(0.0)
+                hit.append(0.0)
+                by_type.setdefault(q.qtype or "?", []).append(0.0)
+                missed.append(q.id)
+            continue
+        elements = answer_elements(a.text)
+        prose = [t for kind, t in elements if kind == "prose"]
+        whole = "\n".join(t for _, t in elements)
+        if q.gold:   # unannotated questions (new-*, no gold yet) count for everything but the gold metrics
+            r = _mean(g in whole for g in q.gold)
+            rec.append(r)
+            hit.append(float(any(g in whole for g in q.gold)))
+            by_type.setdefault(q.qtype or "?", []).append(r)
+            if r < 1:
+                missed.append(q.id)
+            prec.append(_mean(any(g in t for g in q.gold) for t in prose))
+            gold_sections = [s.text for slug in q.articles if slug in kb.articles
+                             for s in kb.articles[slug].sections if any(g in s.text for g in q.gold)]
+            sec_prec.append(_mean(any(t in s for s in gold_sections) for t in prose))
+        kw.append(float(any(k.lower() in whole.lower() for k in q.keywords)) if q.keywords else 1.0)
+        if any(c.slug not in q.articles for c in a.citations):
+            unrelated.append(q.id)
+        cited = {c.slug for c in a.citations}
+        sections = [s for slug in cited if slug in kb.articles for s in kb.articles[slug].sections]
+        if dangling_references(a.text, sections):
+            dangling.append(q.id)
+        chars.append(sum(len(t) for t in prose))
+        times.append(a.timings.get("compose", 0.0))
+    na = sum(q.answerable for q in part)
+    nu = len(part) - na
+    return AnswerMetrics(
+        name=composer, split=split, answerable=na, unanswerable=nu,
+        gold_recall=_mean(rec), gold_hit=_mean(hit), gold_precision=_mean(prec), section_precision=_mean(sec_prec),
+        key_term_recall=_mean(kw), unrelated_rate=len(unrelated) / na if na else 0.0, dangling=len(dangling),
+        median_chars=float(statistics.median(chars)) if chars else 0.0,
+        compose_p50_ms=float(statistics.median(times)) if times else 0.0,
+        refusal_rate=refused_ok / nu if nu else None, false_refusal_rate=refused_wrong / na if na else None,
+        gold_recall_by_type={t: round(_mean(v), 3) for t, v in sorted(by_type.items())},
+        missed_gold=missed, unrelated=unrelated, dangling_ids=dangling, wrong_decisions=wrong)
+
+
+def format_answer_table(results: list[AnswerMetrics]) -> str:
+    def f(x):
+        return "—" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+    head = ["composer", "gold recall", "gold hit", "gold prec.", "section prec.", "key terms", "unrelated", "dangling",
+            "median chars", "compose p50 ms", "refused (oos)", "false refusals"]
+    rows = [[m.name, f(m.gold_recall), f(m.gold_hit), f(m.gold_precision), f(m.section_precision), f(m.key_term_recall),
+             f(m.unrelated_rate), f(m.dangling), f"{m.median_chars:.0f}", f"{m.compose_p50_ms:.1f}",
+             f(m.refusal_rate), f(m.false_refusal_rate)] for m in results]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    first = results[0]
+    return "\n".join([f"split {first.split}: {first.answerable} answerable and {first.unanswerable} out-of-scope questions",
+                      line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
