@@ -15,6 +15,7 @@ from kb.answer import Answer, stream_answer
 from kb.errors import KBError, QueryError
 from kb.security import UnsafeInput
 from kb.ui.guard import log, refuse
+from kb.ui.owner import log_answer
 from kb.ui.runs import RunPanel
 
 MAX_LINKED_DEMOS = 3               # demo buttons under an answer
@@ -53,6 +54,7 @@ class ChatHandlers:
             history[-1]["content"] += delta
             yield history, "", evidence, [], *demo_buttons([])
         result = stream.answer
+        log_answer(getattr(self, "question_log", None), question, result, self._slug_or_none(article))
         yield history, "", evidence_markdown(result), result.demos, *demo_buttons(result.demos)
 
     def on_load(self, article: str):
