@@ -217,7 +217,7 @@ class AnswerStream:
             key = (hit.chunk.slug, hit.chunk.anchor)
             if key not in numbers:
                 numbers[key] = len(numbers) + 1
-                citations.append(_citation_for(hit, numbers[key]))
+                citations.append(_citation_for(hit, numbers[key], self.kb))
             link = citation_link(citations[numbers[key] - 1])
             current: list[str] = []
             for piece in pieces:

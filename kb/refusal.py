@@ -71,7 +71,8 @@ class RefusalModel:
     threshold: float               # on P(answerable)
 
     def applies_to(self, model_id: str | None) -> bool:
-        return model_id == self.model_id
+        """Same weights: "m3e-small@onnx" is m3e-small run by another backend (kb.onnx_embed)."""
+        return model_id is not None and model_id.split("@", 1)[0] == self.model_id
 
     def probabilities(self, X: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(((X - self.mean) / self.scale) @ self.coef + self.intercept)))

@@ -136,3 +136,13 @@ def test_upload_into_a_blog_tree_lands_in_its_posts_folder(tmp_path):
     state.runner.close()
     assert (root / "source" / "_posts" / "my-note.md").exists() and not (root / "my-note.md").exists()
     assert "my-note" in [r[0] for r in rows] and "my-note" in kb.articles, msg
+
+
+def test_chat_and_api_questions_are_logged(app):
+    """The chat handler and /ask both store the question, answerable or refused, with its citations."""
+    for _ in app.ask("元组可以做键吗", [], ""):
+        pass
+    app.api_ask("循环引用 gc", "refs")
+    rows = app.question_log.questions()
+    assert [(r["question"], r["article"]) for r in rows] == [("元组可以做键吗", ""), ("循环引用 gc", "refs")]
+    assert rows[0]["answerable"] and rows[0]["citations"][0]["slug"] == "lists"
