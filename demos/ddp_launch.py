@@ -181,6 +181,10 @@ def launch_forked(worker_argv: list[str], nproc: int, report: Report, log_path: 
         # error is not the broken connection that a dead peer leaves behind.
         rank, failure = min(exc.failures.items(), key=lambda kv: (kv[1].timestamp, "by peer" in text(kv[1])))
         error = f"rank {rank} (exit code {failure.exitcode}): {text(failure) or 'no message'}"
+        if "by peer" in error:   # the crashed rank may have been stopped before its failure was recorded
+            own = next((line for line in log_path.read_text(encoding="utf-8").splitlines()
+                        if line.startswith("[rank ") and "Error: " in line and "by peer" not in line), None)
+            error = own or error
     except SignalException as exc:
         error = f"stopped by signal {exc.sigval.name}"
     finally:

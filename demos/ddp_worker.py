@@ -166,7 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group(args.backend, timeout=_dt.timedelta(seconds=args.timeout_s),
                             device_id=device if device.type == "cuda" else None)
     try:
-        steps = train(args, rank, world, local_rank, device)
+        try:
+            steps = train(args, rank, world, local_rank, device)
+        except Exception as exc:
+            # Said at once, before the agent may stop this rank: a peer's "connection closed" can reach the
+            # agent first, and the launcher then finds the root cause in the log by this line.
+            say(f"{tag} {type(exc).__name__}: {exc}")
+            raise
         if rank == 0:
             rec = {"world_size": world, "backend": args.backend, "device": str(device),
                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -249,7 +249,8 @@ def test_cli_run_json_passes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["demo"] == "gc-cycles" and result["passed"] is True
-    assert "CHECK ✓ getrefcount 随引用增减: [2, 3, 6, 2, 1] (expected [2, 3, 6, 2, 1])" in proc.stderr.splitlines()
+    assert "CHECK ✓ getrefcount 随引用增减: [2, 3, 6, 2, 1] (oracle: the article's counts [2, 3, 6, 2, 1]: name + " \
+           "argument, +1 alias, +3 slots, back, temporary)" in proc.stderr.splitlines()
 
 
 @pytest.mark.parametrize("args, message", [
