@@ -254,3 +254,21 @@ def test_project_articles_unchanged(tmp_path):
     assert errors == [] and len(articles) == 12 and all(a.page == "" for a in articles)
     articles, _ = load_articles(ARTICLES, permalink="/posts/:slug/")
     assert articles[0].page == f"/posts/{articles[0].slug}/"
+
+
+def test_kb_ask_batch_answers_from_a_blog_tree(tmp_path, monkeypatch, capsys):
+    """`kb ask --batch --json` over a Hugo tree: citations link to the blog's own pages; a bad line is its own error."""
+    root = hugo_tree(tmp_path / "hugo")
+    monkeypatch.setattr("kb.engine.make_embedder", lambda config: FakeEmbedder(TERMS))
+    monkeypatch.setenv("KB_SITE_URL", "https://blog.example.com")
+    home = str(tmp_path / "home")
+    assert cli.main(["--articles", str(root), "--home", home, "index"]) == 0
+    capsys.readouterr()
+    batch = tmp_path / "q.jsonl"
+    batch.write_text('{"id": "q1", "question": "引用 gc"}\nnot json\n', encoding="utf-8")
+    assert cli.main(["--articles", str(root), "--home", home, "ask", "--batch", str(batch), "--json"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[0]["id"] == "q1" and lines[0]["answerable"] is True, lines
+    assert lines[0]["citations"][0]["slug"] == "object-refs"
+    assert lines[0]["citations"][0]["url"].startswith("https://blog.example.com/posts/object-refs/#"), lines[0]
+    assert lines[1]["line"] == 2 and lines[1]["error"].startswith("第 2 行不是 JSON"), lines[1]
