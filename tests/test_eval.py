@@ -130,6 +130,9 @@ def test_kb_eval_meets_the_goals_on_the_real_model(real_kb, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known regression, issue 10 kept open: on the grown dev set (349 questions, "
+                   "new article sections) BM25 alone has MRR@10 0.964 and hybrid 0.956-0.963 for any BM25 weight "
+                   "1.5-4; strict, so the fix of the fusion shows up as an unexpected pass")
 def test_hybrid_beats_each_single_ranker_on_mrr(real_kb):
     from kb.evaluate import engine_system
     from kb.sentences import prefetch_queries

@@ -20,6 +20,7 @@ import pytest
 
 from servers import free_port
 from test_remote_runner import start_worker, stop_worker
+from demos import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -162,7 +163,7 @@ def test_demo_from_a_runs_on_the_worker_and_an_upload_on_a_is_answered_on_b(repl
         page.locator("#send").click()
         button = page.locator("#demo-btn-0")
         button.wait_for(state="visible")
-        assert "（gc-cycles）" in button.inner_text()
+        assert button.inner_text().strip() == f"▶ 运行演示：{registry.get('gc-cycles').title}", button.inner_text()
         button.click()
         expect(page.locator("#chat-run-status")).to_contain_text("通过 ✓")
         checks = page.locator("#chat-run-checks").inner_text()

@@ -81,8 +81,8 @@ BAD = [
     *[("search", ["列表", k, ""], "参数 k") for k in ("abc", "5", None, [5], {"k": 5}, True, "", "NaN")],
     # /run_demo
     *[("run_demo", [d, "{}", False], why) for d, why in [
-        ("no-such-demo", "unknown demo"), ("", "不能为空"), (None, "不能为空"), (5, "必须是文本"), (["mro"], "必须是文本"),
-        ("../../etc/passwd", "unknown demo"), ("<img src=x onerror=alert(1)>", "unknown demo"), ("mro\x00", "NUL"),
+        ("no-such-demo", "没有这个演示"), ("", "不能为空"), (None, "不能为空"), (5, "必须是文本"), (["mro"], "必须是文本"),
+        ("../../etc/passwd", "没有这个演示"), ("<img src=x onerror=alert(1)>", "没有这个演示"), ("mro\x00", "NUL"),
         ("x" * 30_000, "过长")]],
     *[("run_demo", ["mro", p, False], why) for p, why in [
         ("{", "不是合法的 JSON"), ("[1]", "JSON 对象"), ('"x"', "JSON 对象"), ("3", "JSON 对象"), ("null", "JSON 对象"),
