@@ -17,6 +17,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")          # Debian's chromium: Playwright cannot download browsers here
+ARTIFACTS = ROOT / "test-artifacts"           # screenshots
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+TIMEOUT_MS = 120_000
 _kb = None
 _server = None
 _lock = threading.Lock()
@@ -87,3 +92,14 @@ def live_app(tmp_path_factory, max_demos: int = 2) -> LiveApp:
         if _server is None:
             _server = LiveApp(state)
     return _server
+
+
+def chromium_browser():
+    """Body of the browser tests' module-scoped `browser` fixture: headless Debian chromium via Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

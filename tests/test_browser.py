@@ -2,18 +2,12 @@
 demo and see its checks pass; then the same through the embed example page. Screenshots go to
 test-artifacts/ (git-ignored)."""
 import re
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
-from shared_app import live_app
+from shared_app import ARTIFACTS, CHROMIUM, TIMEOUT_MS, chromium_browser, live_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
-TIMEOUT_MS = 120_000
 pytestmark = [
     pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing: apt-get install -y chromium"),
@@ -28,13 +22,7 @@ def live(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture

@@ -165,11 +165,11 @@ def test_demo_from_a_runs_on_the_worker_and_an_upload_on_a_is_answered_on_b(repl
         button.wait_for(state="visible")
         assert button.inner_text().strip() == f"▶ 运行演示：{registry.get('gc-cycles').title}", button.inner_text()
         button.click()
-        expect(page.locator("#chat-run-status")).to_contain_text("通过 ✓")
-        checks = page.locator("#chat-run-checks").inner_text()
+        expect(page.locator("#chat-0-run-status")).to_contain_text("通过 ✓", timeout=120_000)
+        checks = page.locator("#chat-0-run-checks").inner_text()
         assert checks.count("✓") >= 5 and "✗" not in checks, checks
         page.screenshot(path=str(ARTIFACTS / "replica-a-demo.png"), full_page=True)
-        run_id = page.locator("#chat-run-status").inner_text().split("运行 ")[1].split()[0].strip("`")
+        run_id = page.locator("#chat-0-run-status").inner_text().split("运行 ")[1].split()[0].strip("`")
         record = redis.Redis.from_url(replicas["broker"]).hgetall(f"kb:run:{run_id}")
         assert record[b"status"] == b"passed" and record[b"worker"].startswith(b"cpu-"), record
         # The upload on A's admin page.

@@ -14,13 +14,8 @@ import pytest
 from kb.config import Config
 from kb.embedding import FakeEmbedder
 from kb.engine import KnowledgeBase
-from shared_app import ROOT, LiveApp, real_kb
+from shared_app import ARTIFACTS, CHROMIUM, ROOT, TIMEOUT_MS, LiveApp, chromium_browser, real_kb
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
-TIMEOUT_MS = 120_000
 
 
 def browser_test(test):
@@ -102,13 +97,7 @@ def widget_app(tmp_path_factory, blog):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
+    yield from chromium_browser()
 
 
 BOXES = """() => Array.from(document.querySelectorAll('body *')).filter(e => e.id !== 'kb-widget' && e.tagName !== 'SCRIPT').map(e => {

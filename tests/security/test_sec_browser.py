@@ -4,17 +4,11 @@ script link the sanitizer never saw; a follow-up asked in the page cites the art
 A dialog handler counts executions; a control link that bypasses the sanitizer proves the counter works."""
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
-from shared_app import ROOT, LiveApp, live_app
+from shared_app import ARTIFACTS, CHROMIUM, ROOT, TIMEOUT_MS, LiveApp, chromium_browser, live_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
-TIMEOUT_MS = 120_000
 pytestmark = [
     pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing: apt-get install -y chromium"),
@@ -46,13 +40,7 @@ def article(slug: str) -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture
