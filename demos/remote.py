@@ -24,11 +24,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 from demos import registry
 from demos.celery_app import HISTORY, KEY, TASK, TTL_S, make_app, redact, redis_client
-from demos.runner import LOG_FILE, RUN_FILE, RUN_ID, TERMINAL, QueueFull, RunnerUnavailable
+from demos.runner import LOG_FILE, RUN_FILE, RUN_ID, TERMINAL, QueueFull, RunHandle, RunnerUnavailable
 from demos.harness import RESULT_FILE
 from demos.spec import DemoSpec
 
@@ -76,27 +75,10 @@ class RemoteRunHandle:
     def __repr__(self) -> str:
         return f"RemoteRunHandle({self.id!r}, status={self.status!r})"
 
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def lines(self) -> Iterator[str]:
-        i = 0
-        while True:
-            with self._cond:
-                while i >= len(self._lines) and not self._done.is_set():
-                    self._cond.wait()
-                batch = self._lines[i:]
-                finished = self._done.is_set()
-            yield from batch
-            i += len(batch)
-            if finished and not batch:
-                return
-
-    def wait(self, timeout: float | None = None) -> dict:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.id} still {self.status} after {timeout} s")
-        return self.result
+    # The same line buffer as a local run (_lines, _cond, _done): one implementation of reading it.
+    done = RunHandle.done
+    lines = RunHandle.lines
+    wait = RunHandle.wait
 
     def cancel(self) -> None:
         """A queued run is taken off the queue at once; a running one is stopped by its worker (≤ 1 s)."""
