@@ -131,12 +131,12 @@ def test_bad_input_is_one_clear_chinese_message(live, http, caplog, capfd, name,
     assert runs_listing(live) == before, "a refused request wrote nothing"
 
 
-@pytest.mark.parametrize("body, status", [
-    (b"not json", 422), (b"{}", 422), (b'{"data": "x"}', 422), (b'{"data": 5}', 422), (b"[1, 2]", 422),
-])
-def test_malformed_http_bodies_are_4xx_without_traceback(http, capfd, body, status):
-    r = http.post("gradio_api/call/ask", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == status, r.text[:200]
+@pytest.mark.parametrize("body", [b"not json", b"{}", b'{"data": "x"}', b'{"data": 5}', b"[1, 2]", b"{", b"null",
+                                  b'{"data": {"question": "x"}}', b"[" * 5000])
+@pytest.mark.parametrize("name", ["ask", "search", "run_demo"])
+def test_malformed_http_bodies_are_400_in_chinese(http, capfd, body, name):
+    r = http.post(f"gradio_api/call/{name}", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and 'JSON 对象，形如 {"data"' in r.json()["error"], r.text[:200]
     assert "Traceback" not in capfd.readouterr().err
 
 
@@ -390,3 +390,15 @@ def test_rest_ask_full_gate_is_503_at_once(live, http):
     assert r.status_code == 503 and r.json()["error"] == "服务繁忙，请稍后再试。", r.text
     assert r.headers["retry-after"] == "1"
     assert rest(http, {"question": "列表和元组有什么区别？"}).status_code == 200, "the gate reopens"
+
+
+@pytest.mark.parametrize("url", ["gradio_api/call/ask/no-such-event", "gradio_api/queue/data?session_hash=no-such-session"])
+def test_polling_an_unknown_event_or_session_logs_one_line_not_a_traceback(http, caplog, capfd, url):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        r = http.get(url)
+    assert r.status_code == 200 and "404: Not Found" in r.text, r.text[:200]   # gradio's own answer, unchanged
+    time.sleep(0.2)   # the server logs after the stream ends
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [x.getMessage() for x in caplog.records if x.name == "kb.security"]
+    assert len(lines) == 1 and "after the response began" in lines[0], lines
