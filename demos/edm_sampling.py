@@ -10,13 +10,14 @@ mode-weight error of Heun's samples against fresh data within thresholds taken f
 spread measured in the same run; Heun 2nd order and Euler 1st order on shared latents; the trained
 network's EDM loss close to the analytic optimum. Planted bugs (`variant`) each break at least one check.
 The maths lives in `demos.diffusion` and `demos.diffusion_learned`, the figures in `demos.edm_plots`; this
-module wires and checks. On CPU the learned denoiser trains in a forked child process while this one samples,
-measures and plots (the run's critical path on 2 cores); the metrics `phase_s` and `phase_cpu_s` give each
-phase's wall and CPU seconds.
+module wires and checks. On CPU, when a core is idle, the learned denoiser trains in a forked child process
+while this one samples, measures and plots (on 2 cores the training is the run's critical path); the metrics
+`phase_s` and `phase_cpu_s` give each phase's wall and CPU seconds.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from demos import edm_oracles as oracle
@@ -171,8 +172,10 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     report.metric("sigma_last_nonzero", used[-2])
     report.log("σ_i: " + " ".join(f"{s:.4g}" for s in used))
 
-    # The learned denoiser trains while the rest runs (a forked process on CPU; see _start_learned).
-    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps) if learned else None
+    # The learned denoiser trains while the rest runs when a core is idle (a forked process; see _start_learned).
+    load_1m = os.getloadavg()[0]
+    report.metric("load_average_1m", round(load_1m, 2))
+    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m) if learned else None
 
     # Latents x_0 ~ N(0, σ_0² I) (Alg. 1 line 2), drawn on the CPU so every device samples the same ones.
     gen = torch.Generator().manual_seed(seed)
@@ -319,13 +322,13 @@ def _learned_checks(report, r, sw2_spread, mode_spread) -> None:
                  f"P_mean, P_std)")
 
 
-def _start_learned(torch, dm, device, mixture, seed, train_steps):
+def _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m: float):
     """Build the preconditioned MLP and start its training; returns (net, wait, whether it trains in a child
-    process). On CPU, from a single-threaded process (the demo's own), the training runs in a forked child,
-    which overlaps it with sampling, metrics and plots on the 2-core machine; elsewhere (a GPU, or a caller
-    with threads, like a test session) it runs in-process when waited for. Same seeds and draws either way,
-    so the same weights."""
-
+    process). The training runs in a forked child when that can overlap it with this process's sampling,
+    metrics and plots: on CPU, from a single-threaded process (the demo's own, not a test session's), with
+    about a core idle (1-minute load average < CPUs − 0.75). On a busy machine a second process only shares
+    this one's CPU time (and cost 0.5-1 s more CPU at load 7 on 2 cores), so there, and on a GPU, the training
+    runs in-process when waited for. Same seeds and draws either way, so the same weights."""
     import threading
 
     from demos import diffusion_learned as dl
@@ -333,7 +336,8 @@ def _start_learned(torch, dm, device, mixture, seed, train_steps):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = dl.EDMPrecond(mixture.dim).to(device)
-    background = device.type == "cpu" and threading.active_count() == 1
+    background = (device.type == "cpu" and threading.active_count() == 1
+                  and load_1m < len(os.sched_getaffinity(0)) - 0.75)
     wait = dl.start_training(net, mixture, train_steps, torch.Generator(device).manual_seed(seed + 2),
                              background=background)
     return net, wait, background

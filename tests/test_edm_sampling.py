@@ -272,6 +272,16 @@ def test_training_in_a_child_gives_the_in_process_weights():
     assert l_here == l_child and len(l_here) == 5, (l_here, l_child)
 
 
+def test_training_forks_only_with_an_idle_core_and_no_threads():
+    import threading
+    mixture = dm.make_mixture(2)
+    cpu = torch.device("cpu")
+    for load, want in ((99.0, False), (0.0, threading.active_count() == 1)):
+        net, wait, background = edm._start_learned(torch, dm, cpu, mixture, 0, 2, load)
+        result, lines = wait()
+        assert background is want and result.steps == 2, (load, background, threading.active_count())
+
+
 def test_training_child_failure_is_raised_with_its_traceback():
     from demos import diffusion_learned as dl
     wait = dl.start_training(dl.EDMPrecond(2), dm.make_mixture(3), 5, torch.Generator().manual_seed(0), True)
