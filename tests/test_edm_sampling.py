@@ -137,6 +137,10 @@ def test_default_config_passes_and_writes_artifacts(tmp_path):
     assert result["metrics"]["loss_learned"] <= result["metrics"]["loss_optimum"] * (1 + edm.LOSS_TOL)
     for name in ("samples.png", "error_vs_nfe.png"):
         assert name in result["artifacts"] and (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
+    assert result["artifacts"] == ["samples.png", "error_vs_nfe.png"], result["artifacts"]
+    phases = result["metrics"]["phase_s"]
+    assert set(phases) == {"sample", "distribution", "convergence", "tweedie", "train", "learned_eval", "plot"}, phases
+    assert sum(phases.values()) <= result["metrics"]["duration_s"] + 0.05, (phases, result["metrics"]["duration_s"])
 
 
 EXPECTED_FAILURES = {
@@ -211,6 +215,103 @@ def test_training_records_its_sigma_draws():
     mixture = dm.make_mixture(2)
     result = dl.train_denoiser(dl.EDMPrecond(2), mixture, 10, torch.Generator().manual_seed(0), batch_size=64)
     assert result.sigma_draws.shape == (dl.SIGMA_RECORD_STEPS * 64,), result.sigma_draws.shape
+
+
+def test_sliced_w2_numpy_sort_equals_torch_sort():
+    """On CPU the projections are sorted by NumPy (12x cheaper); the value is the torch-sorted one."""
+    mixture = dm.make_mixture(16)
+    a, _ = mixture.sample(1000, torch.Generator().manual_seed(0))
+    b, _ = mixture.sample(1000, torch.Generator().manual_seed(1))
+    theta = torch.randn(16, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    theta = theta / theta.norm(dim=0)
+    want = float((((a @ theta).sort(0).values - (b @ theta).sort(0).values) ** 2).mean().sqrt())
+    got = dm.sliced_wasserstein2(a, b, num_projections=64, seed=3)
+    assert got == pytest.approx(want, rel=1e-12), (got, want)
+    assert dm.sliced_wasserstein2(a, a) == 0.0
+
+
+def test_adam_and_cosine_match_torch_optim():
+    """The written-out Adam (no torch._dynamo import) takes torch.optim.Adam's steps bit for bit, and
+    cosine_lr is CosineAnnealingLR's schedule."""
+    import copy
+
+    from demos import diffusion_learned as dl
+    torch.manual_seed(0)
+    ours = dl.EDMPrecond(2)
+    ref = copy.deepcopy(ours)
+    mixture = dm.make_mixture(2)
+    draws = dl.draw_loss_terms(mixture, 64, torch.Generator().manual_seed(1), dtype=torch.float32)
+    opt, ref_opt = dl.Adam(ours.parameters(), lr=1e-2), torch.optim.Adam(ref.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=12)
+    for step in range(12):
+        opt.lr = dl.cosine_lr(1e-2, step, 12)
+        assert opt.lr == pytest.approx(sched.get_last_lr()[0], rel=1e-12, abs=1e-15), step
+        for net, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            dl.edm_loss(net, draws).mean().backward()
+            o.step()
+        sched.step()
+        for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+            assert torch.equal(p, q), f"step {step}: {name} differs by {float((p - q).abs().max()):.2e}"
+
+
+# Run in a fresh single-threaded interpreter, as the demo runs: a test session has threads, and a forked child
+# inherits none of them nor any lock they hold (which is why the demo forks only from a single thread).
+FORK_SCRIPT = """
+import json, sys, torch
+from demos import diffusion as dm, diffusion_learned as dl
+torch.set_num_threads(1)
+mixture, runs = dm.make_mixture(2), []
+for background in (False, True):
+    torch.manual_seed(0)
+    net = dl.EDMPrecond(2)
+    wait = dl.start_training(net, mixture, 60, torch.Generator().manual_seed(2), background, batch_size=64)
+    result, lines = wait()
+    runs.append((net, result, lines))
+(here, r_here, l_here), (child, r_child, l_child) = runs
+wait = dl.start_training(dl.EDMPrecond(2), dm.make_mixture(3), 5, torch.Generator().manual_seed(0), True)
+try:
+    wait()
+    error = None
+except RuntimeError as exc:
+    error = str(exc)
+print(json.dumps({
+    "weights_differ": [k for k, v in here.state_dict().items() if not torch.equal(v, child.state_dict()[k])],
+    "same_sigma_draws": torch.equal(r_here.sigma_draws, r_child.sigma_draws),
+    "steps": [r_here.steps, r_child.steps], "lines": [l_here, l_child], "child_error": error,
+    "dynamo_modules": sorted(m for m in sys.modules if m.startswith("torch._dynamo")),
+}))
+"""
+
+
+def test_training_in_a_child_gives_the_in_process_weights_without_dynamo():
+    """A forked child trains to the in-process weights bit for bit and logs the same lines; a child that fails
+    is raised with its traceback; and training never imports torch._dynamo (torch.optim's first step does:
+    ~2 s of CPU here)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT], cwd=root, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["weights_differ"] == [] and out["same_sigma_draws"], out
+    assert out["steps"] == [60, 60] and out["lines"][0] == out["lines"][1] and len(out["lines"][0]) == 5, out
+    assert out["child_error"] and out["child_error"].startswith("training failed in its child process:"), out
+    assert "Traceback" in out["child_error"] and "mat1 and mat2" in out["child_error"], out["child_error"][-500:]
+    assert out["dynamo_modules"] == [], out["dynamo_modules"]
+
+
+def test_training_forks_only_with_an_idle_core_and_no_threads():
+    import threading
+    mixture = dm.make_mixture(2)
+    cpu = torch.device("cpu")
+    for load, want in ((99.0, False), (0.0, threading.active_count() == 1)):
+        net, wait, background = edm._start_learned(torch, dm, cpu, mixture, 0, 2, load)
+        result, lines = wait()
+        assert background is want and result.steps == 2, (load, background, threading.active_count())
 
 
 def test_spec_defaults_match_run_signature_and_bounds():
