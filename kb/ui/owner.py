@@ -91,7 +91,9 @@ class OwnerHandlers:
         """(summary Markdown, top questions, refused questions, feedback, demos) for the admin tab."""
         self._check_password(password, request)
         if self.question_log is None:
-            return "问答记录未开启（无法打开数据目录里的 analytics.sqlite3）。", [], [], [], []
+            where = ("KB_DATABASE_URL 指向的 PostgreSQL" if self.kb.config.database_url
+                     else "数据目录里的 analytics.sqlite3")
+            return f"问答记录未开启（无法打开{where}，原因见服务器日志）。", [], [], [], []
         r = self.question_log.report(days=days or None, limit=50)
         window = f"最近 {days:g} 天" if days else "全部记录"
         summary = (f"**{window}**：{r.questions} 个问题，回答 {r.answered}，未能回答 {r.refused}"
