@@ -21,6 +21,8 @@ SENTENCES = ["列表和元组有什么区别？", "Python 的垃圾回收用引�
 
 def test_backend_is_selected_by_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("KB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KB_EMBED_BACKEND", raising=False)
+    assert Config.from_env().embed_backend == "onnx-int8", "the default: the fastest backend within 0.01 of torch"
     monkeypatch.setenv("KB_EMBED_BACKEND", "onnx")
     config = Config.from_env()
     assert config.embed_backend == "onnx"
