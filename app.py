@@ -71,12 +71,14 @@ def create_server(state: ChatApp, runs_dir: Path | None = None):
     from fastapi import FastAPI
 
     from kb.web import add_routes
+    from kb.ui.rest import add_rest_routes
     from kb.widget import add_widget_routes
 
     server = FastAPI()
     add_routes(server, state.kb)
     index_status.add_route(server, state.kb)
     add_widget_routes(server, state.kb)
+    state.rest_gate = add_rest_routes(server, state)      # POST /api/ask: /ask's answer in one JSON round trip
     add_head(server)   # gradio's built-in strings in Chinese whatever the browser's language
     blocks = create_app(state)
     blocks.state_session_capacity = state.limits.max_sessions   # gradio keeps 10,000 sessions by default

@@ -9,14 +9,19 @@ What it checks (each can fail): the ρ = 7 schedule equals Eq. 5; exact denoiser
 mode-weight error of Heun's samples against fresh data within thresholds taken from the data-vs-data
 spread measured in the same run; Heun 2nd order and Euler 1st order on shared latents; the trained
 network's EDM loss close to the analytic optimum. Planted bugs (`variant`) each break at least one check.
-The maths lives in `demos.diffusion` and `demos.diffusion_learned`; this module wires, plots and checks.
+The maths lives in `demos.diffusion` and `demos.diffusion_learned`, the figures in `demos.edm_plots`; this
+module wires and checks. On CPU, when a core is idle, the learned denoiser trains in a forked child process
+while this one samples, measures and plots (on 2 cores the training is the run's critical path); the metrics
+`phase_s` and `phase_cpu_s` give each phase's wall and CPU seconds.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from demos import edm_oracles as oracle
+from demos import edm_plots as plots
 from demos.edm_oracles import eq5_sigmas, expected_heun_sigmas  # noqa: F401 - tests import them from here
 from demos.harness import Report, main_for
 from demos.spec import DemoSpec, Param
@@ -119,6 +124,22 @@ def convergence_study(denoise_ref, denoise, z, variant: str, device) -> dict:
     return study
 
 
+class PhaseClock:
+    """Seconds per phase of a run, wall (`phase_s`) and this process's CPU (`phase_cpu_s`, which a busy
+    machine inflates less): `clock.lap("name")` charges the time since the previous lap to `name`."""
+
+    def __init__(self):
+        self.last = (time.perf_counter(), time.process_time())
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[name] = round(self.wall.get(name, 0.0) + now[0] - self.last[0], 3)
+        self.cpu[name] = round(self.cpu.get(name, 0.0) + now[1] - self.last[1], 3)
+        self.last = now
+
+
 def halving_ratios(rows) -> list[float]:
     err = {SWEEP_STEPS[i]: e for i, (_, e) in enumerate(rows)}
     return [err[a] / err[b] for a, b in zip(ORDER_STEPS[:-1], ORDER_STEPS[1:])]
@@ -137,6 +158,7 @@ def run(report: Report, num_samples: int = 2000, num_steps: int = 18, dim: int =
 
 def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, train_steps, s_churn, variant):
     t_start = time.perf_counter()
+    clock = PhaseClock()
     mixture_cpu = dm.make_mixture(dim)
     mixture = mixture_cpu.to(device)
     report.log(f"device {report.device}; {mixture.num_components}-component Gaussian mixture in {dim}-D; "
@@ -150,6 +172,11 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     report.metric("sigma_last_nonzero", used[-2])
     report.log("σ_i: " + " ".join(f"{s:.4g}" for s in used))
 
+    # The learned denoiser trains while the rest runs when a core is idle (a forked process; see _start_learned).
+    load_1m = os.getloadavg()[0]
+    report.metric("load_average_1m", round(load_1m, 2))
+    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m) if learned else None
+
     # Latents x_0 ~ N(0, σ_0² I) (Alg. 1 line 2), drawn on the CPU so every device samples the same ones.
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num_samples, dim, generator=gen, dtype=dm.FLOAT).to(device)
@@ -161,6 +188,7 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     report.metric("sampling_s", round(time.perf_counter() - t0, 3))
     report.metric("heun_nfe", heun_counter.calls)
     report.metric("euler_nfe", euler_counter.calls)
+    clock.lap("sample")
 
     # Distribution checks against FRESH data, thresholds from the data-vs-data spread at the same n.
     fresh, _ = mixture_cpu.sample(num_samples, torch.Generator().manual_seed(seed + 7_919))
@@ -171,6 +199,7 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     sw2_euler = dm.sliced_wasserstein2(x_euler_cpu, fresh) if finite else math.inf
     mode_heun = dm.mode_weight_error(mixture_cpu, x_heun_cpu) if finite else math.inf
     mode_euler = dm.mode_weight_error(mixture_cpu, x_euler_cpu) if finite else math.inf
+    clock.lap("distribution")
     for name, sp in (("sw2", sw2_spread), ("mode_error", mode_spread)):
         report.metric(f"{name}_data_vs_data_mean", round(sp.mean, 5))
         report.metric(f"{name}_data_vs_data_std", round(sp.std, 5))
@@ -190,6 +219,7 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     study = convergence_study(mixture.denoise, wrap_denoiser(variant, mixture.denoise), z_conv, variant, device)
     heun_ratios, euler_ratios = halving_ratios(study[("heun", 7.0)]), halving_ratios(study[("euler", 7.0)])
     report.metric("convergence_s", round(time.perf_counter() - t0, 3))
+    clock.lap("convergence")
     report.metric("error_vs_nfe", {f"{s}_rho{int(r)}": rows for (s, r), rows in study.items()})
     report.metric("heun_halving_ratios", [round(r, 3) for r in heun_ratios])
     report.metric("euler_halving_ratios", [round(r, 3) for r in euler_ratios])
@@ -197,9 +227,17 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     tweedie = oracle.tweedie_residual(mixture_cpu.denoise, mixture_cpu.weights, mixture_cpu.means,
                                       mixture_cpu.stds, TWEEDIE_SIGMAS, seed=seed + 5)
     report.metric("tweedie_residual", {str(k): v for k, v in tweedie.items()})
+    clock.lap("tweedie")
+    error_png = plots.error_vs_nfe_png(study, num_steps, REF_STEPS)  # drawn now, while the training may run
+    clock.lap("plot")
     learned_result = _learned(report, torch, dm, device, mixture, mixture_cpu, z, sigmas, fresh,
-                              seed, train_steps) if learned else None
-    _plot(report, mixture_cpu, fresh, x_heun_cpu, x_euler_cpu, learned_result, study, num_steps)
+                              seed, trainer, clock) if learned else None
+    plots.samples_png(report.artifact("samples.png"), mixture_cpu, fresh, x_heun_cpu, x_euler_cpu,
+                      None if learned_result is None else learned_result["samples"], num_steps)
+    report.artifact("error_vs_nfe.png").write_bytes(error_png)  # after samples.png: the artifacts keep their order
+    clock.lap("plot")
+    report.metric("phase_s", clock.wall)
+    report.metric("phase_cpu_s", clock.cpu)
     report.metric("duration_s", round(time.perf_counter() - t_start, 2))
 
     table_ok = num_steps != 18 or all(abs(used[i] - v) <= 5e-5 for i, v in oracle.ARTICLE_TABLE_N18.items())
@@ -284,17 +322,40 @@ def _learned_checks(report, r, sw2_spread, mode_spread) -> None:
                  f"P_mean, P_std)")
 
 
-def _learned(report, torch, dm, device, mixture, mixture_cpu, z, sigmas, fresh, seed, train_steps) -> dict:
-    """Train the preconditioned MLP, score it against the ideal and trivial denoisers, sample with it, and
-    probe its preconditioning and loss weight against Table 1."""
+def _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m: float):
+    """Build the preconditioned MLP and start its training; returns (net, wait, whether it trains in a child
+    process). The training runs in a forked child when that can overlap it with this process's sampling,
+    metrics and plots: on CPU, from a single-threaded process (the demo's own, not a test session's), with
+    about a core idle (1-minute load average < CPUs − 0.75). On a busy machine a second process only shares
+    this one's CPU time (and cost 0.5-1 s more CPU at load 7 on 2 cores), so there, and on a GPU, the training
+    runs in-process when waited for. Same seeds and draws either way, so the same weights."""
+    import threading
+
     from demos import diffusion_learned as dl
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = dl.EDMPrecond(mixture.dim).to(device)
-    result = dl.train_denoiser(net, mixture, train_steps, torch.Generator(device).manual_seed(seed + 2),
-                               log=report.log)
+    background = (device.type == "cpu" and threading.active_count() == 1
+                  and load_1m < len(os.sched_getaffinity(0)) - 0.75)
+    wait = dl.start_training(net, mixture, train_steps, torch.Generator(device).manual_seed(seed + 2),
+                             background=background)
+    return net, wait, background
+
+
+def _learned(report, torch, dm, device, mixture, mixture_cpu, z, sigmas, fresh, seed, trainer, clock) -> dict:
+    """Wait for the preconditioned MLP's training, score it against the ideal and trivial denoisers, sample
+    with it, and probe its preconditioning and loss weight against Table 1."""
+    from demos import diffusion_learned as dl
+
+    net, wait, background = trainer
+    result, lines = wait()
+    for line in lines:
+        report.log(line)
     report.metric("train_steps_per_s", round(result.steps / result.seconds, 1))
+    report.metric("train_s", round(result.seconds, 3))
+    report.metric("train_in_child_process", background)
+    clock.lap("train")
     ks = oracle.lognormal_ks(result.sigma_draws.numpy())
     draws = dl.draw_loss_terms(mixture_cpu, NUM_LOSS_DRAWS, torch.Generator().manual_seed(seed + 3))
     draws_dev = dl.LossDraws(draws.y.to(device), draws.sigma.to(device), draws.eps.to(device))
@@ -315,6 +376,7 @@ def _learned(report, torch, dm, device, mixture, mixture_cpu, z, sigmas, fresh, 
     report.metric("sw2_learned", sw2)
     report.metric("mode_error_learned", mode)
     report.metric("training_sigma_ks", [round(ks[0], 5), ks[1]])
+    clock.lap("learned_eval")
     report.log(f"learned denoiser: EDM loss {losses['learned']:.4f} vs optimum {losses['optimum']:.4f}, "
                f"c_skip·x {losses['c_skip']:.4f}; Heun samples SW2 {sw2:.4f}")
     return {**losses, **probes, "samples": x_learned, "sw2": sw2, "mode_error": mode, "ks": ks,
@@ -347,44 +409,6 @@ def _probe_preconditioning(torch, dl, net, dim, device) -> dict:
             expect = c_skip * x.double() + extra
             probe_err = max(probe_err, float(((d - expect).abs() / expect.abs().clamp_min(1e-3)).max()))
     return {"coeff_err": coeff_err, "weight_err": weight_err, "identity_err": identity_err, "probe_err": probe_err}
-
-
-def _plot(report, mixture, fresh, x_heun, x_euler, learned, study, num_steps) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("data (fresh)", fresh), (f"Heun, N={num_steps}", x_heun), (f"Euler, N={num_steps}", x_euler)]
-    if learned is not None:
-        panels.append((f"learned D, Heun N={num_steps}", learned["samples"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), sharex=True, sharey=True)
-    lim = 1.3 * float(mixture.means[:, :2].abs().max()) + 0.3
-    for ax, (title, pts) in zip(axes, panels):
-        pts = pts[:, :2].clamp(-3 * lim, 3 * lim)
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
-        ax.set_title(title if mixture.dim == 2 else f"{title} (coords 1-2)")
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.07, top=0.92, wspace=0.08)  # fixed margins: tight_layout cost ~1 s of CPU per figure
-    fig.savefig(report.artifact("samples.png"), dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for (name, rho), rows in study.items():
-        nfe, err = zip(*rows)
-        ax.loglog(nfe, err, ("o" if name == "heun" else "s") + ("-" if rho == 7.0 else "--"),
-                  color="tab:orange" if name == "heun" else "tab:blue", alpha=1.0 if rho == 7.0 else 0.55,
-                  label=f"{name.capitalize()}, ρ={rho:g}")
-    ax.axvline(2 * num_steps - 1, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("NFE (denoiser calls)")
-    ax.set_ylabel(f"median ‖x − x_ref‖ (ref: Heun N={REF_STEPS})")
-    ax.set_title("error vs NFE")
-    ax.legend()
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.93)  # fixed margins: tight_layout cost ~1 s of CPU per figure
-    fig.savefig(report.artifact("error_vs_nfe.png"), dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None):

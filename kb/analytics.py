@@ -9,9 +9,11 @@
     report = log.report(days=30)                              # top and refused questions, feedback, demos
     log.export_csv("questions.csv", days=30)
 
-One SQLite file under the data folder (KB_HOME) in WAL mode: several app workers (processes) and the
-threads of one worker write to it at once; each thread has its own connection (busy timeout 30 s, one
-short IMMEDIATE transaction per call), so no connection is shared across threads. Stored per question: UTC time, the question, the
+With KB_DATABASE_URL the log lives in PostgreSQL instead (kb/pg_analytics.py: same API, only the storage
+methods differ; `open_log` picks), so every app replica's questions are in one report. Otherwise: one
+SQLite file under the data folder (KB_HOME) in WAL mode; several app workers (processes) and the threads
+of one worker write to it at once; each thread has its own connection (busy timeout 30 s, one short
+IMMEDIATE transaction per call), so no connection is shared across threads. Stored per question: UTC time, the question, the
 answer text, answerable, the cited (slug, anchor) pairs, the answer mode and the article the reader was
 on. No IP address, user agent, cookie or session id is stored: a question is not linked to a person.
 Retention: rows older than `retention_days` are deleted when the log opens and at most hourly after.
@@ -207,15 +209,16 @@ class QuestionLog:
         if not question:
             raise AnalyticsError("an empty question is not logged")
         self._maybe_purge()
-        now = self.clock()
+        return self._insert_question(self.clock(), question[:MAX_QUESTION], normalize(question[:MAX_QUESTION]),
+                                     (answer_text or "")[:MAX_TEXT], bool(answerable), _citation_pairs(citations),
+                                     str(mode or ""), str(article or ""))
+
+    def _insert_question(self, ts, question, norm, answer, answerable, citations, mode, article) -> int:
         with self._connect() as db:
-            cur = db.execute(
+            return int(db.execute(
                 "INSERT INTO questions(ts, question, norm, answer, answerable, citations, mode, article)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now, question[:MAX_QUESTION], normalize(question[:MAX_QUESTION]), (answer_text or "")[:MAX_TEXT],
-                 int(bool(answerable)), json.dumps(_citation_pairs(citations), ensure_ascii=False),
-                 str(mode or ""), str(article or "")))
-            return int(cur.lastrowid)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (ts, question, norm, answer, int(answerable),
+                                                     json.dumps(citations, ensure_ascii=False), mode, article)).lastrowid)
 
     def log_feedback(self, question_id: int, rating: int, comment: str = "") -> None:
         """👍 (+1) or 👎 (-1) on one answer; a later rating of the same answer replaces the earlier one.
@@ -224,31 +227,37 @@ class QuestionLog:
         """
         if rating not in (-1, 0, 1):
             raise AnalyticsError(f"rating must be +1, -1 or 0, not {rating!r}")
+        self._write_feedback(int(question_id), int(rating), (comment or "").strip()[:MAX_COMMENT])
+
+    def _write_feedback(self, question_id: int, rating: int, comment: str) -> None:
         with self._connect() as db:
-            if not db.execute("SELECT 1 FROM questions WHERE id = ?", (int(question_id),)).fetchone():
+            if not db.execute("SELECT 1 FROM questions WHERE id = ?", (question_id,)).fetchone():
                 raise AnalyticsError(f"no question with id {question_id} in the log")
             if rating == 0:
-                db.execute("DELETE FROM feedback WHERE question_id = ?", (int(question_id),))
+                db.execute("DELETE FROM feedback WHERE question_id = ?", (question_id,))
                 return
             db.execute(
                 "INSERT INTO feedback(question_id, ts, rating, comment) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(question_id) DO UPDATE SET ts = excluded.ts, rating = excluded.rating,"
                 " comment = CASE WHEN excluded.comment != '' THEN excluded.comment ELSE feedback.comment END",
-                (int(question_id), self.clock(), int(rating), (comment or "").strip()[:MAX_COMMENT]))
+                (question_id, self.clock(), rating, comment))
 
     def log_demo(self, question_id: int | None, demo_id: str, run_id: str, passed: bool | None) -> None:
         """A demo launch (passed=None) or its end (True/False); calls with the same run_id update one row."""
         if not demo_id or not run_id:
             raise AnalyticsError("a demo run needs a demo id and a run id")
+        self._write_demo(None if question_id is None else int(question_id), str(demo_id), str(run_id), passed)
+
+    def _write_demo(self, question_id: int | None, demo_id: str, run_id: str, passed: bool | None) -> None:
         with self._connect() as db:
             if question_id is not None and not db.execute(
-                    "SELECT 1 FROM questions WHERE id = ?", (int(question_id),)).fetchone():
+                    "SELECT 1 FROM questions WHERE id = ?", (question_id,)).fetchone():
                 question_id = None          # purged or unknown: keep the run, drop the link
             db.execute(
                 "INSERT INTO demo_runs(run_id, question_id, ts, demo_id, passed) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(run_id) DO UPDATE SET passed = COALESCE(excluded.passed, demo_runs.passed),"
                 " question_id = COALESCE(demo_runs.question_id, excluded.question_id)",
-                (str(run_id), question_id, self.clock(), str(demo_id), None if passed is None else int(passed)))
+                (run_id, question_id, self.clock(), demo_id, None if passed is None else int(passed)))
 
     # ---- retention ----------------------------------------------------------------------------------
     def purge(self, days: float | None = None) -> int:
@@ -257,7 +266,9 @@ class QuestionLog:
         self._last_purge = self.clock()
         if days is None:
             return 0
-        cutoff = self.clock() - days * 86400.0
+        return self._delete_before(self.clock() - days * 86400.0)
+
+    def _delete_before(self, cutoff: float) -> int:
         with self._connect() as db:
             n = db.execute("DELETE FROM questions WHERE ts < ?", (cutoff,)).rowcount
             db.execute("DELETE FROM demo_runs WHERE ts < ?", (cutoff,))
@@ -274,22 +285,35 @@ class QuestionLog:
     def questions(self, days: float | None = None) -> list[dict]:
         """Every question in the window, oldest first, with its feedback and demo runs."""
         since = self._since(days)
+        rows, links = self._fetch_questions(since if since is not None else 0.0)
+        runs: dict[int, list[dict]] = {}
+        for qid, demo_id, run_id, passed in links:
+            runs.setdefault(qid, []).append(
+                {"demo": demo_id, "run_id": run_id, "passed": None if passed is None else bool(passed)})
+        return [{"id": qid, "time": iso(ts), "question": q, "answerable": bool(ok),
+                 "citations": [{"slug": s, "anchor": a} for s, a in cits], "mode": mode,
+                 "article": article, "answer": answer, "rating": rating, "comment": comment or "",
+                 "demos": runs.get(qid, [])}
+                for qid, ts, q, ok, cits, mode, article, answer, rating, comment in rows]
+
+    def _fetch_questions(self, lo: float) -> tuple[list[tuple], list[tuple]]:
+        """(questions since `lo` oldest first: id, ts, question, answerable, [[slug, anchor]], mode, article,
+        answer, rating, comment; demo runs linked to a question, oldest first: question id, demo, run, passed)."""
         with self._connect() as db:
             rows = db.execute(
                 "SELECT q.id, q.ts, q.question, q.answerable, q.citations, q.mode, q.article, q.answer,"
                 " f.rating, f.comment FROM questions q LEFT JOIN feedback f ON f.question_id = q.id"
-                " WHERE q.ts >= ? ORDER BY q.ts, q.id", (since if since is not None else 0.0,)).fetchall()
-            runs: dict[int, list[dict]] = {}
-            for qid, demo_id, run_id, passed in db.execute(
-                    "SELECT question_id, demo_id, run_id, passed FROM demo_runs WHERE question_id IS NOT NULL"
-                    " ORDER BY ts"):
-                runs.setdefault(qid, []).append(
-                    {"demo": demo_id, "run_id": run_id, "passed": None if passed is None else bool(passed)})
-        return [{"id": qid, "time": iso(ts), "question": q, "answerable": bool(ok),
-                 "citations": [{"slug": s, "anchor": a} for s, a in json.loads(cits)], "mode": mode,
-                 "article": article, "answer": answer, "rating": rating, "comment": comment or "",
-                 "demos": runs.get(qid, [])}
-                for qid, ts, q, ok, cits, mode, article, answer, rating, comment in rows]
+                " WHERE q.ts >= ? ORDER BY q.ts, q.id", (lo,)).fetchall()
+            links = db.execute("SELECT question_id, demo_id, run_id, passed FROM demo_runs"
+                               " WHERE question_id IS NOT NULL ORDER BY ts").fetchall()
+        return [(*r[:4], json.loads(r[4]), *r[5:]) for r in rows], links
+
+    def _demo_counts(self, lo: float) -> list[tuple]:
+        """(demo id, launched, passed, failed, unfinished) per demo since `lo`, most launched first."""
+        with self._connect() as db:
+            return db.execute(
+                "SELECT demo_id, COUNT(*), SUM(passed = 1), SUM(passed = 0), SUM(passed IS NULL)"
+                " FROM demo_runs WHERE ts >= ? GROUP BY demo_id ORDER BY COUNT(*) DESC, demo_id", (lo,)).fetchall()
 
     def report(self, days: float | None = None, limit: int = 20) -> Report:
         """Top and refused questions, cited articles, feedback and demo pass/fail in the last `days`."""
@@ -322,10 +346,7 @@ class QuestionLog:
         feedback = [FeedbackItem(r["id"], r["time"], r["question"], r["rating"], r["comment"])
                     for r in reversed(rows) if r["rating"] is not None]
         feedback.sort(key=lambda f: f.rating)        # stable: 👎 first, newest first within each
-        with self._connect() as db:
-            demo_rows = db.execute(
-                "SELECT demo_id, COUNT(*), SUM(passed = 1), SUM(passed = 0), SUM(passed IS NULL)"
-                " FROM demo_runs WHERE ts >= ? GROUP BY demo_id ORDER BY COUNT(*) DESC, demo_id", (lo,)).fetchall()
+        demo_rows = self._demo_counts(lo)
         answered = sum(r["answerable"] for r in rows)
         return Report(
             since=None if since is None else iso(since), questions=len(rows), answered=answered,
@@ -368,9 +389,13 @@ class QuestionLog:
 
 
 def open_log(config) -> QuestionLog:
-    """The question log of a configuration: `<home>/analytics.sqlite3` with its retention."""
-    days = config.log_retention_days
-    return QuestionLog(Path(config.home) / ANALYTICS_FILE, retention_days=days if days > 0 else None)
+    """The question log of a configuration, with its retention: in PostgreSQL when `database_url` is set
+    (kb/pg_analytics.py: every replica logs into one place), else `<home>/analytics.sqlite3`."""
+    days = config.log_retention_days if config.log_retention_days > 0 else None
+    if config.database_url:
+        from kb.pg_analytics import PgQuestionLog
+        return PgQuestionLog(config.database_url, retention_days=days)
+    return QuestionLog(Path(config.home) / ANALYTICS_FILE, retention_days=days)
 
 
 def format_report(r: Report) -> str:

@@ -42,7 +42,23 @@ class Embedder(ABC):
         return vectors
 
     def embed_query(self, text: str) -> np.ndarray:
-        return np.asarray(self._embed([text], True), dtype=np.float32)[0]
+        return np.asarray(self._embed([query_text(text)], True), dtype=np.float32)[0]
+
+
+# A question is embedded on at most this many characters: its first and last halves when longer. Real
+# questions are far shorter (the dev set's longest has 44); a pasted traceback or code block keeps its
+# opening words and its closing question, and BM25 still reads all of it. The encoder's cost grows with
+# the square of the length: a 20,000-character question cost 96 ms of both cores at 512 tokens (the
+# model's cap), and a few such requests slowed every other reader (kb.load_bench's heavy client).
+QUERY_MAX_CHARS = 192
+
+
+def query_text(text: str) -> str:
+    """The part of a question the model embeds (see QUERY_MAX_CHARS)."""
+    if len(text) <= QUERY_MAX_CHARS:
+        return text
+    half = QUERY_MAX_CHARS // 2
+    return f"{text[:half]} … {text[-half:]}"
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

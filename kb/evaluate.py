@@ -60,6 +60,9 @@ class Metrics:
     false_refusal_rate: float | None   # refused / answerable
     misses: list[str] = field(default_factory=list)     # ids of answerable questions not hit in the top 5
     wrong_decisions: list[str] = field(default_factory=list)  # ids refused wrongly or answered wrongly
+    # Per split ("dev": tuned on, "test": held out): hit@1, hit@5, MRR@10 over its answerable questions and,
+    # for a system that decides, its refusal and false-refusal rates.
+    by_split: dict[str, dict] = field(default_factory=dict)
 
 
 def load_devset(path: str | Path) -> list[DevQuestion]:
@@ -99,9 +102,13 @@ def evaluate(questions: list[DevQuestion], system: System, name: str, k: int = 5
     refused_ok = refused_wrong = 0
     decides = True
     misses, wrong = [], []
+    per_split: dict[str, dict[str, list]] = {}
     for q in questions:
         r = system(q.question)
         decides = decides and r.answerable is not None
+        if q.split:
+            split = per_split.setdefault(q.split, {"ranks": [], "answered_refused": [], "unanswerable_refused": []})
+            split["answered_refused" if q.answerable else "unanswerable_refused"].append(r.answerable is False)
         if not q.answerable:
             if r.answerable is False:
                 refused_ok += 1
@@ -109,6 +116,8 @@ def evaluate(questions: list[DevQuestion], system: System, name: str, k: int = 5
                 wrong.append(q.id)
             continue
         rank = first_rank(r.slugs[:RANK_DEPTH], q.articles)
+        if q.split:
+            per_split[q.split]["ranks"].append(rank)
         for depth in hits:
             hits[depth] += rank is not None and rank <= depth
         rr += 1.0 / rank if rank else 0.0
@@ -128,7 +137,19 @@ def evaluate(questions: list[DevQuestion], system: System, name: str, k: int = 5
         mrr10=rr / na if na else 0.0, keyword_recall=kw_hit / kw_total if kw_total else 0.0,
         refusal_rate=(refused_ok / nu if nu else None) if decides else None,
         false_refusal_rate=(refused_wrong / na if na else None) if decides else None,
-        misses=misses, wrong_decisions=wrong if decides else [])
+        misses=misses, wrong_decisions=wrong if decides else [],
+        by_split={name: _split_metrics(**lists, decides=decides) for name, lists in sorted(per_split.items())})
+
+
+def _split_metrics(ranks: list[int | None], answered_refused: list[bool], unanswerable_refused: list[bool],
+                   decides: bool) -> dict:
+    n, nu = len(ranks), len(unanswerable_refused)
+    rate = lambda flags: (sum(flags) / len(flags) if flags else None) if decides else None
+    return {"answerable": n, "unanswerable": nu,
+            "hit1": sum(r == 1 for r in ranks) / n if n else 0.0,
+            "hit5": sum(r is not None and r <= 5 for r in ranks) / n if n else 0.0,
+            "mrr10": sum(1.0 / r for r in ranks if r) / n if n else 0.0,
+            "refusal_rate": rate(unanswerable_refused), "false_refusal_rate": rate(answered_refused)}
 
 
 def engine_system(kb, mode: str = "hybrid", depth: int = RANK_DEPTH) -> System:
@@ -174,6 +195,8 @@ def _strip_refusal(m: Metrics) -> Metrics:
     """One-ranker modes share the engine's refusal decision; only the engine's row reports it."""
     m.refusal_rate = m.false_refusal_rate = None
     m.wrong_decisions = []
+    for split in m.by_split.values():
+        split["refusal_rate"] = split["false_refusal_rate"] = None
     return m
 
 
@@ -186,5 +209,18 @@ def format_table(results: list[Metrics]) -> str:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     first = results[0]
-    return "\n".join([f"{first.answerable} answerable and {first.unanswerable} unanswerable questions",
-                      line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+    lines = [f"{first.answerable} answerable and {first.unanswerable} unanswerable questions",
+             line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    splits = sorted({name for m in results for name in m.by_split})
+    if splits:
+        lines.append("by split (dev: tuned on, test: held out):")
+        for m in results:
+            parts = []
+            for name in (n for n in splits if n in m.by_split):
+                sm = m.by_split[name]
+                part = f"{name} ({sm['answerable']}) hit@1 {sm['hit1']:.3f} hit@5 {sm['hit5']:.3f} MRR@10 {sm['mrr10']:.3f}"
+                if sm["refusal_rate"] is not None:
+                    part += f", refused {pct(sm['refusal_rate'])} of {sm['unanswerable']}, false {pct(sm['false_refusal_rate'])}"
+                parts.append(part)
+            lines.append(f"  {m.name}: " + "; ".join(parts))
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Load benchmark of the app's /ask over real HTTP: a real `app.py` server on a loopback port, real clients.
 
     python -m kb.load_bench                          # KB_HOME's index (built first if missing)
-    python -m kb.load_bench --clients 50 --requests 5 --home /tmp/kb-home --json
+    python -m kb.load_bench --clients 50 --requests 5 --home /tmp/kb-home [--path gradio|rest|both] --json
 
 Four scenarios, each printing p50/p95/p99 latency and the error count:
   1. one reader alone, asking the dev-set questions one after another (the unloaded reference);
@@ -9,8 +9,10 @@ Four scenarios, each printing p50/p95/p99 latency and the error count:
      (a 20,000-character question of 它 and a 64 KiB history of 它: the largest values kb.security lets in);
   3. `--clients` concurrent readers (closed loop: each sends its next question when the answer arrives);
   4. the same readers plus the heavy client.
-A request is one gradio API call: POST /gradio_api/call/ask, then its event stream until `complete`; an
-error is any other outcome (HTTP error, error event, timeout). The server is started as a subprocess with
+Each scenario runs over both doors to the same answer (`--path`): the named gradio endpoint (POST
+/gradio_api/call/ask, then its event stream until `complete`, as gradio_client calls it) and the plain JSON
+route POST /api/ask (kb/ui/rest.py, one round trip). An error is any other outcome (HTTP error, error
+event, timeout). The server is started as a subprocess with
 `--no-warm-up` off (it warms its caches as in production) and stopped at the end; nothing is written
 outside a temporary runs folder. Timings depend on the machine and its load: the report prints both.
 """
@@ -62,9 +64,16 @@ def questions(limit: int | None = None) -> list[str]:
     return qs[:limit] if limit else qs
 
 
-def ask(client, question: str, history_json: str = "[]", timeout: float = 120.0) -> float:
-    """One /ask round trip in ms; raises on anything but a complete answer."""
+def ask(client, question: str, history_json: str = "[]", timeout: float = 120.0, path: str = "gradio") -> float:
+    """One /ask round trip in ms; raises on anything but a complete answer. `path`: "gradio" (the named
+    endpoint through gradio's queue, as gradio_client calls it) or "rest" (POST /api/ask, one round trip)."""
     t0 = time.perf_counter()
+    if path == "rest":
+        r = client.post("api/ask", json={"question": question, "history_json": history_json}, timeout=timeout)
+        r.raise_for_status()
+        if "answerable" not in r.json():
+            raise RuntimeError(f"/api/ask answered without an answer: {r.text[:200]!r}")
+        return (time.perf_counter() - t0) * 1000
     r = client.post("gradio_api/call/ask", json={"data": [question, "", history_json]}, timeout=timeout)
     r.raise_for_status()
     stream = client.get(f"gradio_api/call/ask/{r.json()['event_id']}", timeout=timeout)
@@ -76,7 +85,7 @@ def ask(client, question: str, history_json: str = "[]", timeout: float = 120.0)
 
 
 def run_clients(url: str, n_clients: int, per_client: int, qs: list[str], name: str,
-                heavy: bool = False) -> Stats:
+                heavy: bool = False, path: str = "gradio") -> Stats:
     """`n_clients` threads each asking `per_client` questions in a closed loop; with `heavy`, one more
     thread sends the heaviest accepted request until the readers are done (its latencies are not counted)."""
     import httpx
@@ -91,7 +100,7 @@ def run_clients(url: str, n_clients: int, per_client: int, qs: list[str], name: 
             for j in range(per_client):
                 q = qs[(i * per_client + j) % len(qs)]
                 try:
-                    ms = ask(client, q)
+                    ms = ask(client, q, path=path)
                     with lock:
                         latencies.append(ms)
                 except Exception:
@@ -102,7 +111,7 @@ def run_clients(url: str, n_clients: int, per_client: int, qs: list[str], name: 
         with httpx.Client(base_url=url) as client:
             while not done.is_set():
                 try:
-                    ask(client, HEAVY_QUESTION, HEAVY_HISTORY)
+                    ask(client, HEAVY_QUESTION, HEAVY_HISTORY, path=path)
                 except Exception:
                     pass
 
@@ -161,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=5, help="questions per client")
     parser.add_argument("--reader-requests", type=int, default=40, help="questions of the single reader")
     parser.add_argument("--home", type=Path, help="KB_HOME with a built index (default: KB_HOME or .kb/)")
+    parser.add_argument("--path", choices=("gradio", "rest", "both"), default="both",
+                        help="gradio: the named /ask endpoint through gradio's queue; rest: POST /api/ask")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -175,13 +186,17 @@ def main(argv: list[str] | None = None) -> None:
         url = f"http://127.0.0.1:{port}/"
         load_before = os.getloadavg()
         try:
-            results = [
-                run_clients(url, 1, args.reader_requests, qs, "1 reader, alone"),
-                run_clients(url, 1, args.reader_requests, qs, "1 reader + 1 heavy client", heavy=True),
-                run_clients(url, args.clients, args.requests, qs, f"{args.clients} clients"),
-                run_clients(url, args.clients, args.requests, qs, f"{args.clients} clients + 1 heavy client",
-                            heavy=True),
-            ]
+            results = []
+            for path in (("gradio", "rest") if args.path == "both" else (args.path,)):
+                label = "/ask (gradio queue)" if path == "gradio" else "POST /api/ask"
+                results += [
+                    run_clients(url, 1, args.reader_requests, qs, f"{label}: 1 reader, alone", path=path),
+                    run_clients(url, 1, args.reader_requests, qs, f"{label}: 1 reader + 1 heavy client",
+                                heavy=True, path=path),
+                    run_clients(url, args.clients, args.requests, qs, f"{label}: {args.clients} clients", path=path),
+                    run_clients(url, args.clients, args.requests, qs,
+                                f"{label}: {args.clients} clients + 1 heavy client", heavy=True, path=path),
+                ]
         finally:
             proc.terminate()
             try:
@@ -191,15 +206,16 @@ def main(argv: list[str] | None = None) -> None:
         load_after = os.getloadavg()
     report = {"machine": f"{os.cpu_count()} CPUs", "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in load_after], "results": [asdict(r) for r in results],
-              "heavy_vs_alone_p95": round(results[1].p95_ms / results[0].p95_ms, 2) if results[0].p95_ms else None}
+              "heavy_vs_alone_p95": [round(results[i + 1].p95_ms / results[i].p95_ms, 2) if results[i].p95_ms else None
+                                     for i in range(0, len(results), 4)]}
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return
     print(f"/ask over HTTP, {report['machine']}, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"{'scenario':<36} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'scenario':<56} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for r in results:
-        print(f"{r.scenario:<36} {r.requests:>8} {r.errors:>6} {r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.max_ms:>8.1f}")
-    print(f"reader p95 with the heavy client / alone: {report['heavy_vs_alone_p95']}")
+        print(f"{r.scenario:<56} {r.requests:>8} {r.errors:>6} {r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.max_ms:>8.1f}")
+    print(f"reader p95 with the heavy client / alone, per path: {report['heavy_vs_alone_p95']}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,35 @@
-"""Hybrid retrieval: dense (FAISS cosine) + BM25 over jieba tokens, fused by reciprocal rank fusion.
+"""Hybrid retrieval: dense (FAISS cosine) + BM25 over jieba tokens, fused by the sum of their z-scores.
 
 This is the one place that joins an embedder and an index. A search:
   1. checks the question (empty -> QueryError; longer than max_question_chars -> truncated with a notice);
   2. ranks chunks by cosine (FAISS inner product on normalized vectors) and by BM25 (rank_bm25's BM25Okapi
      used directly, not LangChain's BM25Retriever, because we need the scores, not only the documents);
-  3. fuses the two rankings with weighted RRF, score = sum over rankers of w / (rrf_k + rank) (Cormack et
-     al. 2009; w = 1 for dense, `bm25_weight` for BM25), adds a mild boost to the article the reader is on
-     (`prefer_slug`), merges overlapping windows of the same section into one hit;
+  3. fuses the two rankers by their scores' z-scores: each ranker proposes its top `candidates` chunks, and a
+     candidate scores z_dense + bm25_weight * z_bm25, where z = (score - mean) / std over all chunks of the
+     index (how far the chunk stands out from the corpus for that ranker); adds a boost to the article the
+     reader is on (`prefer_slug`), merges overlapping windows of the same section into one hit;
   4. decides whether the knowledge base can answer (`decide`) from the evidence: lexical coverage (the
      largest IDF-weighted share of the question's words that one top BM25 chunk contains; a word the
      corpus never saw, typically a colloquial compound jieba made up, is matched by its characters), the
      top cosine, and whether both rankers agree on some chunk near the top.
 
-Why these signals: with m3e-small the top cosine of an off-topic question (0.66-0.80 on the dev set)
+Why z-score fusion and not reciprocal rank fusion (RRF): RRF keeps only ranks, so it cannot tell a BM25 first
+place that stands far above the rest (a rare term such as S_churn, PYTHONBREAKPOINT, static_graph) from one
+that barely wins. On the grown dev set (349 questions) weighted RRF (rrf_k 60, BM25 weight 1.5) had MRR@10
+0.956 against 0.964 for BM25 alone; of the 26 questions where it ranked the right article differently from
+BM25, it ranked 16 worse, and in 13 of those the dense ranker had no chunk of the right article in its top
+10: a confident wrong dense first place (1/61) plus a mid BM25 rank outscored the BM25 winner. A z-score keeps the
+margin: BM25's best chunk stands 8.8 standard deviations above the mean (median; 5.1 to 13.7 from the 10th
+to the 90th percentile), the best cosine only 3.4 (m3e-small's cosines are crowded in 0.70-0.88), so a
+clear lexical match decides and the dense ranker decides among chunks BM25 cannot separate (paraphrases,
+"[[0]*3]*3 为什么改一个全变了"). With weight 1, the plain sum, the split the settings were tuned on
+(`split: dev`, 139 answerable) has MRR@10 0.970 (BM25 0.952, dense 0.777, RRF 0.938) and the held-out split
+(`split: test`, 146) 0.995 (BM25 0.976, dense 0.891, RRF 0.973); BM25 weights 0.8 to 3 give 0.968-0.970 on dev.
+Alternatives tuned on the dev split: RRF retuned (rrf_k 10, BM25 weight 3, 10 candidates) 0.969 dev and
+0.981 test; a convex combination of max-normalized scores needs a tuned weight (0.85 on BM25, 40 candidates)
+for 0.968 dev and 0.994 test; min-max-normalized at best 0.965 dev. The z-score sum needs no weight. Hybrid now loses to BM25 on 2 questions (tf-09, edm-17) and beats it on 11.
+
+Why these signals (refusal): with m3e-small the top cosine of an off-topic question (0.66-0.80 on the dev set)
 overlaps that of answerable ones (0.70-0.88), so cosine alone cannot refuse. Off-topic questions name
 things the articles do not contain (Java G1, asyncio, Redis), which coverage sees; answerable questions
 in the reader's own words have low coverage but both rankers find the same chunk.
@@ -43,7 +60,7 @@ _CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
 @dataclass(frozen=True)
 class Hit:
     chunk: Chunk
-    score: float                   # fused score (RRF, plus the prefer boost), or the component in one-ranker modes
+    score: float                   # fused score (sum of z-scores, plus the prefer boost), or the component in one-ranker modes
     dense_score: float             # cosine between question and chunk
     bm25_score: float
     dense_rank: int | None         # 1-based rank among the dense candidates, None when outside them
@@ -91,13 +108,12 @@ def clean_question(question: str, max_chars: int) -> tuple[str, str | None]:
     return question, None
 
 
-def rrf(rankings: list[list[int]], k: int, weights: list[float] | None = None) -> dict[int, float]:
-    """Weighted reciprocal rank fusion: item -> sum over rankings of w / (k + rank), ranks from 1."""
-    fused: dict[int, float] = {}
-    for ranking, w in zip(rankings, weights or [1.0] * len(rankings)):
-        for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + w / (k + rank)
-    return fused
+def zscores(scores: np.ndarray) -> np.ndarray:
+    """(score - mean) / standard deviation over all chunks; zeros when the scores do not vary (one chunk, or
+    a question with no BM25 token): such a ranker then says nothing about any chunk."""
+    scores = np.asarray(scores, np.float64)
+    std = scores.std() if scores.size else 0.0
+    return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
 
 
 def decide(evidence: Evidence, config: Config, model_id: str | None = None) -> tuple[bool, float]:
@@ -236,14 +252,17 @@ class HybridRetriever:
         dense_rank = {row: i for i, (row, _) in enumerate(dense_top, start=1)}
         bm25_rank = {row: i for i, row in enumerate(bm25_top, start=1)}
         if mode == "hybrid":
-            fused = rrf([[r for r, _ in dense_top], bm25_top], cfg.rrf_k, [1.0, cfg.bm25_weight])
+            # Each ranker's score in standard deviations above its own mean over all chunks, summed.
+            z_dense, z_bm25 = zscores(dense_all), zscores(bm25_all)
+            candidates = {r for r, _ in dense_top} | set(bm25_top)
+            fused = {r: float(z_dense[r] + cfg.bm25_weight * z_bm25[r]) for r in candidates}
         elif mode == "dense":
             fused = {r: s for r, s in dense_top}
         else:
             fused = {r: float(bm25_all[r]) for r in bm25_top}
         if prefer_slug and mode == "hybrid":
-            bonus = cfg.prefer_boost / (cfg.rrf_k + 1)
-            fused = {r: s + (bonus if self.index.chunks[r].slug == prefer_slug else 0.0) for r, s in fused.items()}
+            fused = {r: s + (cfg.prefer_boost if self.index.chunks[r].slug == prefer_slug else 0.0)
+                     for r, s in fused.items()}
         ranked = sorted(fused, key=lambda r: (-fused[r], r))
         hits = [Hit(self.index.chunks[r], fused[r], float(dense_all[r]), float(bm25_all[r]),
                     dense_rank.get(r), bm25_rank.get(r)) for r in ranked]

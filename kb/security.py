@@ -131,6 +131,7 @@ class Limits:
     demo_per_client: int = 2                     # runs one client may have queued or running
     wait_max_s: float = 120.0                    # how long run_demo(wait=True) may hold a request
     ask_concurrency: int = 4                     # /ask requests answered at once
+    ask_queue_max: int = 256                     # POST /api/ask requests waiting or running; beyond: 503
     max_sessions: int = 2000                     # browser sessions whose state is kept (~0.4 MiB each), oldest dropped
 
 

@@ -9,9 +9,9 @@ over the cap is answered 413 at once; a chunked body is counted as it arrives). 
 gradio's API (`/gradio_api/...`), every file payload (`{"path": ...}`, gradio's FileData) must name a file
 in gradio's upload cache: a client may only hand the app files it uploaded, whatever the mounting (a
 mounted gradio app skips gradio's own check) — a refusal says so in Chinese and names no server path.
-Named endpoints (`/gradio_api/call/<name>`, `/gradio_api/run/<name>`): a name not in `api_arity` is a 404
-and a call with fewer values than `api_arity[name]` a 400, both with a Chinese message, before gradio
-answers them with a 500 and a traceback.
+Named endpoints (`/gradio_api/call/<name>`, `/gradio_api/run/<name>`): a name not in `api_arity` is a 404,
+and a body that is not `{"data": [...]}` or has fewer values than `api_arity[name]` a 400, all with a
+Chinese message, before gradio answers them with an English 422 or a 500 and a traceback.
 
 This module knows ASGI and JSON, not gradio: app.py passes the upload folder and the endpoints' arities.
 """
@@ -70,6 +70,17 @@ def foreign_file_paths(data, upload_folder: str, depth: int = 0) -> list[str]:
 
 _TOO_LARGE = "请求过大：上限 {} 字节。"
 _FOREIGN_FILE = "只接受通过本页面上传的文件；请重新选择文件上传。"
+_NOT_AN_ENVELOPE = "请求体必须是 JSON 对象，形如 {\"data\": [参数1, 参数2, ...]}。"
+
+
+def _http_exception(exc: BaseException):
+    """The HTTPException `exc` is or was raised from (starlette wraps one raised mid-response), or None."""
+    from starlette.exceptions import HTTPException
+
+    for e in (exc, exc.__cause__):
+        if isinstance(e, HTTPException):
+            return e
+    return None
 
 
 class SecurityMiddleware:
@@ -112,7 +123,7 @@ class SecurityMiddleware:
 
     async def _forward(self, scope, receive, send, extra):
         received = 0
-        started = refused = False
+        started = refused = finished = False
 
         async def limited_receive():
             nonlocal received, refused
@@ -128,9 +139,11 @@ class SecurityMiddleware:
             return message
 
         async def send_with_headers(message):
-            nonlocal started
+            nonlocal started, finished
             if refused:
                 return
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
             if message["type"] == "http.response.start":
                 started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
@@ -138,7 +151,18 @@ class SecurityMiddleware:
                 message["headers"] = list(message.get("headers", [])) + [(k, v) for k, v in extra if k not in names]
             await send(message)
 
-        await self.app(scope, limited_receive, send_with_headers)
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except Exception as exc:
+            # Gradio's event streams answer an unknown session or event id by raising HTTPException(404)
+            # after the stream has begun; the client already holds its answer (an error event), and the
+            # server would log a traceback for it. One line instead, and the stream is closed.
+            http_error = _http_exception(exc)
+            if not (started and http_error is not None):
+                raise
+            log.warning("refused %s: %s (after the response began)", scope.get("path", "?")[:200], http_error)
+            if not finished:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _checked_json(self, scope, receive, send, extra):
         """Read the whole (capped) JSON body, refuse foreign file paths, then replay it to the app."""
@@ -186,11 +210,14 @@ class SecurityMiddleware:
         return len(parts) >= 2 and parts[0] in ("call", "run") and parts[1] not in self.api_arity
 
     def _arity_refusal(self, path: str, data) -> str | None:
-        """A Chinese message when a named endpoint gets fewer values than it takes, else None."""
+        """A Chinese message when a named endpoint's body is not {"data": [...]} or has fewer values than the
+        endpoint takes, else None (FastAPI would answer the first with an English 422)."""
         parts = path[len(self.api_prefix):].split("/")
         if len(parts) < 2 or parts[0] not in ("call", "run") or parts[1] not in self.api_arity:
             return None
         values = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(values, list):
+            return _NOT_AN_ENVELOPE
         need = self.api_arity[parts[1]]
         if isinstance(values, list) and len(values) < need:
             return f"参数个数不对：/{parts[1]} 需要 {need} 个参数，收到 {len(values)} 个。"

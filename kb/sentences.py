@@ -28,7 +28,7 @@ import numpy as np
 
 from kb.articles import parse_code_blocks
 from kb.chunking import split_units as chunk_units   # the chunker's own sentence/blocks cut, reused not rewritten
-from kb.embedding import Embedder
+from kb.embedding import Embedder, query_text
 
 MAX_HITS = 4            # sentences come from the top hits only
 MAX_SENTENCES = 4
@@ -255,7 +255,7 @@ def prefetch_queries(kb, questions: Sequence[str], batch: int = 64) -> None:
     missing = [t for t in texts if t not in emb._memo]
     for i in range(0, len(missing), batch):
         part = missing[i:i + batch]
-        vectors = np.asarray(emb.inner._embed(part, True), dtype=np.float32)
+        vectors = np.asarray(emb.inner._embed([query_text(t) for t in part], True), dtype=np.float32)
         with emb._lock:
             emb._memo.update(zip(part, vectors))
 

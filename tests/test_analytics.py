@@ -1,4 +1,6 @@
-"""The question log (kb/analytics.py) and `kb report`: exact reports, CSV, retention, several writers."""
+"""The question log and `kb report`: exact reports, CSV, retention, several writers. Each behaviour test runs
+on both stores behind the one QuestionLog API: the SQLite file (kb/analytics.py) and PostgreSQL
+(kb/pg_analytics.py, on the session's real pgserver PostgreSQL, a fresh database per test)."""
 import csv
 import io
 import json
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kb import cli
-from kb.analytics import ANALYTICS_FILE, AnalyticsError, QuestionLog, normalize
+from kb.analytics import ANALYTICS_FILE, AnalyticsError, QuestionLog, normalize, open_log
+from kb.config import Config
 from kb.security import csv_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +35,65 @@ def clock():
     return Clock()
 
 
+class SqliteStore:
+    """The SQLite question log at `path`: open logs on it, look into its tables."""
+    name = "sqlite"
+
+    def __init__(self, path):
+        self.path, self.target = path, str(path)
+
+    def open(self, **kw):
+        return QuestionLog(self.path, **kw)
+
+    def rows(self, sql):
+        with sqlite3.connect(self.path) as db:
+            return db.execute(sql.replace("kb_", "")).fetchall()
+
+    def columns(self, table):
+        return [r[1] for r in self.rows(f"PRAGMA table_info({table})")]
+
+    def close(self):
+        pass
+
+
+class PostgresStore:
+    """A fresh database on the session's PostgreSQL (tests/servers.py): the log's tables are kb_<name>."""
+    name = "postgres"
+
+    def __init__(self, url):
+        self.url = self.target = url
+        self.logs = []
+
+    def open(self, **kw):
+        from kb.pg_analytics import PgQuestionLog
+        self.logs.append(PgQuestionLog(self.url, **kw))
+        return self.logs[-1]
+
+    def rows(self, sql):
+        import psycopg
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql).fetchall()
+
+    def columns(self, table):
+        return [r[0] for r in self.rows("SELECT column_name FROM information_schema.columns WHERE table_name ="
+                                        f" 'kb_{table}' ORDER BY ordinal_position")]
+
+    def close(self):
+        for log in self.logs:
+            log.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    s = SqliteStore(tmp_path / "home" / ANALYTICS_FILE) if request.param == "sqlite" \
+        else PostgresStore(request.getfixturevalue("pg_url"))
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def log(tmp_path, clock):
-    return QuestionLog(tmp_path / "home" / ANALYTICS_FILE, retention_days=30, clock=clock)
+def log(store, clock):
+    return store.open(retention_days=30, clock=clock)
 
 
 def fill(log, clock):
@@ -106,28 +165,26 @@ def test_feedback_replace_withdraw_and_errors(log, clock):
     assert log.report().demos[0].passed == 1, "a run linked to an unknown question is kept, unlinked"
 
 
-def test_retention_purges_old_rows_with_feedback(tmp_path, clock):
-    path = tmp_path / ANALYTICS_FILE
-    log = QuestionLog(path, retention_days=30, clock=clock)
+def test_retention_purges_old_rows_with_feedback(store, clock):
+    log = store.open(retention_days=30, clock=clock)
     old = log.log_question("旧问题", "", False)
     log.log_feedback(old, -1, "旧")
     log.log_demo(old, "mro", "old-run", True)
     clock.t = T0 + 20 * DAY
     log.log_question("新问题", "", True)
     clock.t = T0 + 31 * DAY
-    reopened = QuestionLog(path, retention_days=30, clock=clock)       # purges on open
+    reopened = store.open(retention_days=30, clock=clock)       # purges on open
     assert [r["question"] for r in reopened.questions()] == ["新问题"]
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,), "feedback goes with its question"
-        assert db.execute("SELECT COUNT(*) FROM demo_runs").fetchone() == (0,)
+    assert store.rows("SELECT COUNT(*) FROM kb_feedback") == [(0,)], "feedback goes with its question"
+    assert store.rows("SELECT COUNT(*) FROM kb_demo_runs") == [(0,)]
     with pytest.raises(AnalyticsError, match="positive number of days"):
-        QuestionLog(path, retention_days=0)
+        store.open(retention_days=0)
 
 
-def test_schema_stores_no_personal_data_and_is_wal(log):
-    with sqlite3.connect(log.path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        columns = {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in ("questions", "feedback", "demo_runs")}
+def test_schema_stores_no_personal_data(store, log):
+    if store.name == "sqlite":
+        assert store.rows("PRAGMA journal_mode") == [("wal",)]
+    columns = {t: store.columns(t) for t in ("questions", "feedback", "demo_runs")}
     assert columns == {
         "questions": ["id", "ts", "question", "norm", "answer", "answerable", "citations", "mode", "article"],
         "feedback": ["question_id", "ts", "rating", "comment"],
@@ -135,7 +192,7 @@ def test_schema_stores_no_personal_data_and_is_wal(log):
         "no IP address, user agent or session column: a change here must be a deliberate privacy decision"
 
 
-def test_csv_export_exact_and_formula_safe(log, clock):
+def test_csv_export_exact_and_formula_safe(log, clock, tmp_path):
     ids = fill(log, clock)
     log.log_question("=HYPERLINK(\"http://x\") 是什么", "", False)
     log.log_feedback(ids[0], 1, "+1 好")
@@ -150,7 +207,7 @@ def test_csv_export_exact_and_formula_safe(log, clock):
                        "extractive", "", "1", "'+1 好", "generator:pass generator:running"]
     assert rows[2][4] == "python-generators#惰性 python-list-tuple#列表 python-generators#yield"
     assert rows[6][2] == "'=HYPERLINK(\"http://x\") 是什么", "a formula cell is neutralised"
-    path = log.path.parent / "q.csv"
+    path = tmp_path / "q.csv"
     assert log.export_csv(path, days=0.5) == 3, "the second day: two questions and the formula one"
     assert path.read_bytes().startswith(b"\xef\xbb\xbf"), "UTF-8 BOM so spreadsheets read the Chinese"
 
@@ -163,24 +220,25 @@ def test_csv_cell():
 WRITER = """
 import sys
 from kb.analytics import QuestionLog
-path, n, worker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-log = QuestionLog(path, retention_days=30)
+from kb.pg_analytics import PgQuestionLog
+target, n, worker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+log = (PgQuestionLog if target.startswith("postgresql:") else QuestionLog)(target, retention_days=30)
 for i in range(n):
     qid = log.log_question(f"进程{worker}问题{i}", "答", i % 2 == 0, [], "extractive")
     log.log_feedback(qid, 1 if i % 3 else -1)
 """
 
 
-def test_several_processes_write_at_once(tmp_path):
-    """Four app workers (real processes, as with several uvicorn workers) log at the same time."""
-    path = tmp_path / ANALYTICS_FILE
-    QuestionLog(path)
+def test_several_processes_write_at_once(store):
+    """Four app workers or replicas (real processes) log at the same time: SQLite from several uvicorn workers
+    of one machine, PostgreSQL from replicas anywhere; one report has every question."""
+    store.open()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), "40", str(w)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, store.target, "40", str(w)], env=env,
                               stderr=subprocess.PIPE, text=True) for w in range(4)]
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], f"a writer failed: {errors}"
-    r = QuestionLog(path).report(limit=1000)
+    r = store.open().report(limit=1000)
     assert (r.questions, r.answered, r.feedback_down) == (160, 80, 4 * 14)
     assert len(r.top_questions) == 160, "every question stored once"
 
@@ -192,10 +250,18 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
         QuestionLog(path)
 
 
-def test_kb_report_cli(tmp_path, monkeypatch, capsys):
-    home = tmp_path / "home"
-    monkeypatch.setenv("KB_HOME", str(home))
-    log = QuestionLog(home / ANALYTICS_FILE)
+def test_kb_report_cli(store, tmp_path, monkeypatch, capsys):
+    """`kb report` reads the log `open_log` picks: KB_HOME's SQLite file, or PostgreSQL with KB_DATABASE_URL."""
+    monkeypatch.setenv("KB_HOME", str(tmp_path / "home"))
+    if store.name == "postgres":
+        monkeypatch.setenv("KB_DATABASE_URL", store.url)
+    else:
+        monkeypatch.delenv("KB_DATABASE_URL", raising=False)
+    opened = open_log(Config.from_env())
+    opened.close()
+    assert type(opened).__name__ == {"sqlite": "QuestionLog", "postgres": "PgQuestionLog"}[store.name], \
+        "KB_DATABASE_URL puts the question log in PostgreSQL"
+    log = store.open()
     a = log.log_question("生成器为什么省内存", "答", True, [{"slug": "python-generators", "anchor": "x"}])
     log.log_question("怎么部署到 k8s", "没有", False, [])
     log.log_question("怎么部署到K8S？", "没有", False, [])
@@ -217,3 +283,33 @@ def test_kb_report_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KB_LOG_RETENTION_DAYS", "soon")
     assert cli.main(["report"]) == 1
     assert "KB_LOG_RETENTION_DAYS must be 0 (keep everything) or a number of days, not 'soon'" in capsys.readouterr().err
+
+
+def test_pg_log_schema_is_versioned_and_a_newer_one_refused(pg_url):
+    """The PostgreSQL log records its schema version apart from the index's; a newer one is refused, not written."""
+    import psycopg
+    from kb.pg_analytics import SCHEMA_VERSION, PgQuestionLog
+    PgQuestionLog(pg_url).close()
+    PgQuestionLog(pg_url).close()             # opening again migrates nothing
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM kb_log_schema").fetchall() == [(SCHEMA_VERSION,)]
+        assert conn.execute("SELECT to_regclass('kb_schema')").fetchone() == (None,), "the index's schema is its own"
+        conn.execute("UPDATE kb_log_schema SET version = 99")
+    with pytest.raises(AnalyticsError, match=f"schema 版本是 99，本程序只认识到 {SCHEMA_VERSION}"):
+        PgQuestionLog(pg_url)
+
+
+def test_pg_log_unreachable_server_and_nul_characters(pg_url):
+    """A server that is not there is one clear AnalyticsError without the password; NUL characters, which
+    PostgreSQL text cannot hold, are dropped instead of failing the write."""
+    from kb.pg_analytics import PgQuestionLog
+    with pytest.raises(AnalyticsError, match=r"问答记录（PostgreSQL postgresql://kb@127\.0\.0\.1:1/kb）出错") as err:
+        PgQuestionLog("postgresql://kb:s3cret@127.0.0.1:1/kb", connect_timeout_s=2)
+    assert "s3cret" not in str(err.value)
+    log = PgQuestionLog(pg_url)
+    qid = log.log_question("生成器\x00是什么", "答\x00", True, [{"slug": "python-generators", "anchor": "a\x00"}])
+    log.log_feedback(qid, -1, "不\x00对")
+    rows = log.questions()
+    log.close()
+    assert [(r["question"], r["answer"], r["citations"], r["comment"]) for r in rows] == [
+        ("生成器是什么", "答", [{"slug": "python-generators", "anchor": "a"}], "不对")]

@@ -137,6 +137,10 @@ def test_default_config_passes_and_writes_artifacts(tmp_path):
     assert result["metrics"]["loss_learned"] <= result["metrics"]["loss_optimum"] * (1 + edm.LOSS_TOL)
     for name in ("samples.png", "error_vs_nfe.png"):
         assert name in result["artifacts"] and (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
+    assert result["artifacts"] == ["samples.png", "error_vs_nfe.png"], result["artifacts"]
+    phases = result["metrics"]["phase_s"]
+    assert set(phases) == {"sample", "distribution", "convergence", "tweedie", "train", "learned_eval", "plot"}, phases
+    assert sum(phases.values()) <= result["metrics"]["duration_s"] + 0.05, (phases, result["metrics"]["duration_s"])
 
 
 EXPECTED_FAILURES = {
@@ -211,6 +215,93 @@ def test_training_records_its_sigma_draws():
     mixture = dm.make_mixture(2)
     result = dl.train_denoiser(dl.EDMPrecond(2), mixture, 10, torch.Generator().manual_seed(0), batch_size=64)
     assert result.sigma_draws.shape == (dl.SIGMA_RECORD_STEPS * 64,), result.sigma_draws.shape
+
+
+def test_sliced_w2_numpy_sort_equals_torch_sort():
+    """On CPU the projections are sorted by NumPy (12x cheaper); the value is the torch-sorted one."""
+    mixture = dm.make_mixture(16)
+    a, _ = mixture.sample(1000, torch.Generator().manual_seed(0))
+    b, _ = mixture.sample(1000, torch.Generator().manual_seed(1))
+    theta = torch.randn(16, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    theta = theta / theta.norm(dim=0)
+    want = float((((a @ theta).sort(0).values - (b @ theta).sort(0).values) ** 2).mean().sqrt())
+    got = dm.sliced_wasserstein2(a, b, num_projections=64, seed=3)
+    assert got == pytest.approx(want, rel=1e-12), (got, want)
+    assert dm.sliced_wasserstein2(a, a) == 0.0
+
+
+def test_adam_and_cosine_match_torch_optim():
+    """The written-out Adam (no torch._dynamo import) takes torch.optim.Adam's steps bit for bit, and
+    cosine_lr is CosineAnnealingLR's schedule."""
+    import copy
+
+    from demos import diffusion_learned as dl
+    torch.manual_seed(0)
+    ours = dl.EDMPrecond(2)
+    ref = copy.deepcopy(ours)
+    mixture = dm.make_mixture(2)
+    draws = dl.draw_loss_terms(mixture, 64, torch.Generator().manual_seed(1), dtype=torch.float32)
+    opt, ref_opt = dl.Adam(ours.parameters(), lr=1e-2), torch.optim.Adam(ref.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=12)
+    for step in range(12):
+        opt.lr = dl.cosine_lr(1e-2, step, 12)
+        assert opt.lr == pytest.approx(sched.get_last_lr()[0], rel=1e-12, abs=1e-15), step
+        for net, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            dl.edm_loss(net, draws).mean().backward()
+            o.step()
+        sched.step()
+        for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+            assert torch.equal(p, q), f"step {step}: {name} differs by {float((p - q).abs().max()):.2e}"
+
+
+def test_training_in_a_child_gives_the_in_process_weights():
+    from demos import diffusion_learned as dl
+    mixture = dm.make_mixture(2)
+    runs = []
+    for background in (False, True):
+        torch.manual_seed(0)
+        net = dl.EDMPrecond(2)
+        wait = dl.start_training(net, mixture, 60, torch.Generator().manual_seed(2), background, batch_size=64)
+        result, lines = wait()
+        runs.append((net, result, lines))
+    (here, r_here, l_here), (child, r_child, l_child) = runs
+    for (name, p), q in zip(here.state_dict().items(), child.state_dict().values()):
+        assert torch.equal(p, q), f"{name} differs by {float((p - q).abs().max()):.2e}"
+    assert torch.equal(r_here.sigma_draws, r_child.sigma_draws) and r_here.steps == r_child.steps == 60
+    assert l_here == l_child and len(l_here) == 5, (l_here, l_child)
+
+
+def test_training_forks_only_with_an_idle_core_and_no_threads():
+    import threading
+    mixture = dm.make_mixture(2)
+    cpu = torch.device("cpu")
+    for load, want in ((99.0, False), (0.0, threading.active_count() == 1)):
+        net, wait, background = edm._start_learned(torch, dm, cpu, mixture, 0, 2, load)
+        result, lines = wait()
+        assert background is want and result.steps == 2, (load, background, threading.active_count())
+
+
+def test_training_child_failure_is_raised_with_its_traceback():
+    from demos import diffusion_learned as dl
+    wait = dl.start_training(dl.EDMPrecond(2), dm.make_mixture(3), 5, torch.Generator().manual_seed(0), True)
+    with pytest.raises(RuntimeError, match="training failed in its child process:(.|\n)*Traceback"):
+        wait()
+
+
+def test_training_does_not_import_dynamo():
+    """torch.optim's first step imports torch._dynamo (~2 s of CPU here): the demo's training must not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, torch\n"
+            "from demos import diffusion as dm, diffusion_learned as dl\n"
+            "dl.train_denoiser(dl.EDMPrecond(2), dm.make_mixture(2), 3, torch.Generator().manual_seed(0), 8)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
 
 
 def test_spec_defaults_match_run_signature_and_bounds():

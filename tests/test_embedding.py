@@ -98,3 +98,22 @@ def test_model_and_prompts_are_selectable_from_the_environment(monkeypatch, tmp_
         "/models/bge-small-zh", "为这个句子生成表示以用于检索相关文章：", "passage: ")
     assert config.home == tmp_path / "kb-home", "KB_HOME from the autouse fixture"
     assert Config.from_env(model="m3e-small").model == "m3e-small", "an explicit override beats the environment"
+
+
+def test_long_questions_are_embedded_on_their_head_and_tail():
+    from kb.embedding import QUERY_MAX_CHARS, FakeEmbedder, query_text
+
+    short = "生成器为什么省内存？"
+    assert query_text(short) == short
+    exact = "列" * QUERY_MAX_CHARS
+    assert query_text(exact) == exact
+    long = "python 的列表" + "它" * 20_000 + "元组有什么区别？"
+    cut = query_text(long)
+    half = QUERY_MAX_CHARS // 2
+    assert cut == long[:half] + " … " + long[-half:]
+    assert cut.startswith("python 的列表") and cut.endswith("元组有什么区别？")
+    e = FakeEmbedder()
+    assert (e.embed_query(long) == e.embed_documents([cut])[0]).all()
+    # The middle is not seen: two long questions that differ only there embed alike.
+    other = long[:5000] + "调试梯度" + long[5004:]
+    assert (e.embed_query(other) == e.embed_query(long)).all()

@@ -100,7 +100,7 @@ def replicas(tmp_path_factory, pg_server, redis_url):
             # One question per replica first (loads the model, fills its sentence cache): the load test then
             # measures serving, not start-up.
             Client(url, verbose=False).predict("列表和元组有什么区别", "", "[]", api_name="/ask")
-        yield {"a": procs[0][1], "b": procs[1][1], "broker": broker, "tmp": tmp}
+        yield {"a": procs[0][1], "b": procs[1][1], "broker": broker, "tmp": tmp, "db": db}
     finally:
         for proc, _ in procs:
             proc.terminate()
@@ -133,6 +133,13 @@ def test_fifty_concurrent_ask_clients_across_two_replicas(replicas):
     wall = time.perf_counter() - t0
     errors = [e for ok, _, e in results if not ok]
     assert errors == [], f"{len(errors)} of {CLIENTS} /ask calls failed: {errors[:3]}"
+    # Both replicas log into the one question log in PostgreSQL: the owner's report has every question.
+    from kb.pg_analytics import PgQuestionLog
+    question_log = PgQuestionLog(replicas["db"])
+    logged = [r["question"] for r in question_log.questions()]
+    question_log.close()
+    assert [q for q in questions if q not in logged] == [] and len(logged) >= CLIENTS + 2, \
+        f"{len(logged)} questions in the shared log, expected the {CLIENTS} asked and the 2 warm-ups"
     latencies = sorted(s for _, s, _ in results)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
     ARTIFACTS.mkdir(exist_ok=True)

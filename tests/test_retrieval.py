@@ -9,7 +9,9 @@ from kb.config import Config
 from kb.embedding import FakeEmbedder
 from kb.engine import KnowledgeBase
 from kb.errors import QueryError
-from kb.retrieval import Evidence, Hit, decide, merge_overlaps, rrf
+import numpy as np
+
+from kb.retrieval import Evidence, Hit, decide, merge_overlaps, zscores
 from kb.text import tokenize
 from tests.test_index import TERMS, write_corpus
 
@@ -34,28 +36,49 @@ def test_tokenize_mixed_chinese_english():
     assert tokenize("什么？怎么办！") == []
 
 
-def test_rrf_hand_computed():
-    fused = rrf([[7, 8, 9], [9, 7]], k=60)
-    assert fused == {7: 1 / 61 + 1 / 62, 8: 1 / 62, 9: 1 / 63 + 1 / 61}
-    weighted = rrf([[7, 8, 9], [9, 7]], k=60, weights=[1.0, 1.5])
-    assert weighted == pytest.approx({7: 1 / 61 + 1.5 / 62, 8: 1 / 62, 9: 1 / 63 + 1.5 / 61})
+def test_zscores_hand_computed():
+    # Mean 2, population standard deviation sqrt(8/3).
+    assert zscores(np.array([0.0, 2.0, 4.0])) == pytest.approx([-math.sqrt(1.5), 0.0, math.sqrt(1.5)])
+    assert zscores(np.array([3.0, 3.0])).tolist() == [0.0, 0.0], "a ranker that does not vary says nothing"
+    assert zscores(np.zeros(0)).tolist() == []
 
 
 def test_exact_component_and_fused_scores(kb):
-    result = kb.search("循环引用 gc", k=3)
+    result = kb.search("循环引用 gc", k=6)
+    assert len(result.hits) == 6, "six one-section chunks, all dense candidates: every chunk is a hit"
     top = result.hits[0]
     assert top.chunk.id == "refs:1" and top.chunk.anchor == "循环"
     # Query (引用 1, gc 1)/√2; "refs > 循环 / 循环引用要靠 gc 回收。gc 会分代。" is (引用 1, gc 2)/√5.
     assert top.dense_score == pytest.approx(3 / math.sqrt(10), rel=1e-6)
     assert (top.dense_rank, top.bm25_rank) == (1, 1)
-    assert top.score == pytest.approx(1 / 61 + 1.5 / 61), "dense weight 1, BM25 weight 1.5"
     second = result.hits[1]
     assert second.chunk.id == "refs:0"                     # "refs / 引用计数。": (引用 1)
     assert second.dense_score == pytest.approx(1 / math.sqrt(2), rel=1e-6)
-    assert second.score == pytest.approx(1 / (60 + second.dense_rank) + 1.5 / (60 + second.bm25_rank))
+    # The other four chunks hold none of the fake embedder's query terms: cosine 0.
+    cosines = {h.chunk.id: h.dense_score for h in result.hits}
+    assert sorted(cosines.values())[:4] == [0.0] * 4
+    # Fused score: z-score of the cosine plus z-score of BM25, each over all six chunks (population std).
+    dense = np.array([h.dense_score for h in result.hits])
+    bm25 = np.array([h.bm25_score for h in result.hits])
+    z = lambda x: (x - x.mean()) / x.std()
+    expected = z(dense) + z(bm25)
+    assert [h.score for h in result.hits] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
     assert result.answerable and result.evidence.coverage == pytest.approx(1.0)
     assert result.evidence.agreement == 1, "refs:1 is first in both rankings"
     assert [a.slug for a in result.nearest_articles][0] == "refs"
+
+
+def test_bm25_weight_scales_the_bm25_z_score(kb):
+    heavy = KnowledgeBase(kb.config.with_(bm25_weight=3.0), embedder=kb.embedder)
+    plain, weighted = kb.search("循环引用 gc", k=6), heavy.search("循环引用 gc", k=6)
+    dense = {h.chunk.id: h.dense_score for h in plain.hits}
+    bm25 = {h.chunk.id: h.bm25_score for h in plain.hits}
+    ids = sorted(dense)
+    zd = dict(zip(ids, zscores(np.array([dense[i] for i in ids]))))
+    zb = dict(zip(ids, zscores(np.array([bm25[i] for i in ids]))))
+    for h in weighted.hits:
+        assert h.score == pytest.approx(zd[h.chunk.id] + 3.0 * zb[h.chunk.id], rel=1e-6), h.chunk.id
 
 
 def test_single_ranker_modes(kb):
@@ -131,10 +154,17 @@ def test_merge_overlapping_windows_into_their_exact_union():
 
 
 def test_prefer_slug_wins_near_ties_only(kb):
-    # "列表 引用" is equally close to "lists / 列表是可变的。" and "refs / 引用计数。".
-    for slug in ("lists", "refs"):
-        result = kb.search("列表 引用", k=2, prefer_slug=slug)
+    # "列表 生成器": "lists / 列表是可变的。" and "gens > 惰性 / 生成器是惰性的。" have the same cosine and
+    # BM25 scores 0.09 apart: their fused scores are within 0.11, far less than the boost.
+    plain = kb.search("列表 生成器", k=2)
+    assert plain.hits[0].score - plain.hits[1].score < 0.2 and {h.chunk.slug for h in plain.hits} == {"lists", "gens"}
+    for slug in ("lists", "gens"):
+        result = kb.search("列表 生成器", k=2, prefer_slug=slug)
         assert result.hits[0].chunk.slug == slug, f"prefer {slug}: {[h.chunk.id for h in result.hits]}"
+        assert result.hits[0].score == pytest.approx(
+            next(h.score for h in plain.hits if h.chunk.slug == slug) + kb.config.prefer_boost)
+    # "列表 惰性": lists:0 leads gens:1 by 2.5 standard deviations, more than the boost (1.5).
+    assert kb.search("列表 惰性", prefer_slug="gens").hits[0].chunk.id == "lists:0"
     plain = kb.search("元组")
     preferred = kb.search("元组", prefer_slug="gens")
     assert preferred.hits[0].chunk.id == "lists:1", "a clearly better section elsewhere stays first"

@@ -12,6 +12,8 @@ from kb.security import UnsafeInput
 from kb.ui.guard import log, refuse
 from kb.ui.owner import log_answer
 
+KB_FAILED = "知识库出错，请稍后再试或联系管理员。"
+
 
 class ApiHandlers:
     """API handlers; `self` is the ChatApp (kb, llm, start_demo, runner)."""
@@ -19,17 +21,23 @@ class ApiHandlers:
     def api_ask(self, question: str, article: str = "", history_json: str = "[]", request: gr.Request = None) -> dict:
         """Answer a question. history_json: [[question, answer], ...] of earlier turns (the last few are used)."""
         try:
-            question = security.text_field(question, "question", self.limits)
-            turns = security.parse_history_json(history_json, self.limits)
-            stream = stream_answer(self.kb, question, turns, prefer_slug=self._slug_or_none(article), llm=self.llm)
+            return self.answer_request(question, article, history_json)
         except (QueryError, UnsafeInput) as exc:
             raise refuse(str(exc), request, "/ask") from None
         except KBError as exc:
             log.error("/ask failed: %s", exc)
-            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/ask") from None
+            raise refuse(KB_FAILED, request, "/ask") from None
+
+    def answer_request(self, question: str, article: str = "", history_json: str = "[]") -> dict:
+        """What /ask and POST /api/ask return, without the transport. Raises QueryError or UnsafeInput (the
+        client's mistake, with a Chinese message) or KBError (the knowledge base failed)."""
+        question = security.text_field(question, "question", self.limits)
+        turns = security.parse_history_json(history_json, self.limits)
+        slug = self._slug_or_none(article)
+        stream = stream_answer(self.kb, question, turns, prefer_slug=slug, llm=self.llm)
         for _ in stream:
             pass
-        log_answer(self.question_log, question, stream.answer, self._slug_or_none(article))
+        log_answer(self.question_log, question, stream.answer, slug)
         # "bm25" while a first start builds the semantic index (kb/warm_start.py), else "hybrid".
         return {**answer_dict(stream.answer), "retrieval": getattr(stream.result, "retrieval", "hybrid")}
 
@@ -44,7 +52,7 @@ class ApiHandlers:
                          request, "/search") from None
         except KBError as exc:
             log.error("/search failed: %s", exc)
-            raise refuse("知识库出错，请稍后再试或联系管理员。", request, "/search") from None
+            raise refuse(KB_FAILED, request, "/search") from None
         return {"question": result.question, "answerable": result.answerable, "confidence": result.confidence,
                 "notice": result.notice, "hits": [hit_dict(h) for h in result.hits], "retrieval": result.retrieval,
                 "nearest_articles": [{"slug": a.slug, "title": a.title} for a in result.nearest_articles]}

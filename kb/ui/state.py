@@ -48,6 +48,7 @@ class ChatApp(ChatHandlers, DemoHandlers, AdminHandlers, OwnerHandlers, ApiHandl
         self.admin_limiter = RateLimiter(attempts=10, window_s=60.0)   # wrong passwords per client address
         self._index_lock = threading.Lock()
         self.card_slots = CardSlots()   # which demo run each card of a browser session shows
+        self.rest_gate = None           # POST /api/ask's load gate, set when the server is made (kb/ui/rest.py)
         if question_log is _DEFAULT:
             try:
                 question_log = open_log(kb.config)

@@ -131,12 +131,12 @@ def test_bad_input_is_one_clear_chinese_message(live, http, caplog, capfd, name,
     assert runs_listing(live) == before, "a refused request wrote nothing"
 
 
-@pytest.mark.parametrize("body, status", [
-    (b"not json", 422), (b"{}", 422), (b'{"data": "x"}', 422), (b'{"data": 5}', 422), (b"[1, 2]", 422),
-])
-def test_malformed_http_bodies_are_4xx_without_traceback(http, capfd, body, status):
-    r = http.post("gradio_api/call/ask", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == status, r.text[:200]
+@pytest.mark.parametrize("body", [b"not json", b"{}", b'{"data": "x"}', b'{"data": 5}', b"[1, 2]", b"{", b"null",
+                                  b'{"data": {"question": "x"}}', b"[" * 5000])
+@pytest.mark.parametrize("name", ["ask", "search", "run_demo"])
+def test_malformed_http_bodies_are_400_in_chinese(http, capfd, body, name):
+    r = http.post(f"gradio_api/call/{name}", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and 'JSON 对象，形如 {"data"' in r.json()["error"], r.text[:200]
     assert "Traceback" not in capfd.readouterr().err
 
 
@@ -319,3 +319,86 @@ def test_wrong_admin_passwords_are_rate_limited(sandbox):
     assert all("管理密码不正确" in a for a in answers[:3]), answers[:3]
     assert all("密码错误次数过多" in a for a in answers[3:]), answers[3:]
     assert "密码错误次数过多" in right, "while blocked even the right password waits"
+
+
+# ---- POST /api/ask: the same answer and the same refusals in one JSON round trip -----------------------
+REST_BAD = [(data, why) for name, data, why in BAD
+            if name == "ask" and len(data) == 3 and not isinstance(data[2], list)]
+
+
+def rest(client: httpx.Client, body) -> httpx.Response:
+    if isinstance(body, bytes):
+        return client.post("api/ask", content=body, headers={"content-type": "application/json"})
+    return client.post("api/ask", json=body)
+
+
+def test_rest_ask_answers_as_ask_does(live, http):
+    question = "生成器为什么省内存？"
+    status, event, payload = call(http, "ask", [question, "", "[]"])
+    assert event == "complete", payload
+    before = len(live.state.question_log.questions())
+    r = rest(http, {"question": question})
+    assert len(live.state.question_log.questions()) == before + 1, "an answered question is logged"
+    assert r.status_code == 200, r.text[:300]
+    got, want = r.json(), payload[0]
+    assert got["answerable"] is True and got["citations"][0]["slug"] == "python-generators", got["citations"]
+    assert (got["text"], got["citations"], got["demos"]) == (want["text"], want["citations"], want["demos"])
+
+
+def test_rest_ask_takes_history_as_a_list_and_the_article(http):
+    r = rest(http, {"question": "那它是怎么算的？", "article": "python-inheritance-mro",
+                    "history": [["什么是 C3 线性化？", "……"]]})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["citations"][0]["slug"] == "python-inheritance-mro", r.json()["searched"]
+
+
+@pytest.mark.parametrize("data, why", REST_BAD, ids=[f"{i:02d}" for i in range(len(REST_BAD))])
+def test_rest_ask_refuses_what_ask_refuses(live, http, caplog, capfd, data, why):
+    logged = live.state.question_log
+    before = len(logged.questions())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        r = rest(http, {"question": data[0], "article": data[1], "history_json": data[2]})
+    assert r.status_code == 400, f"{data!r:.80}: HTTP {r.status_code} {r.text[:200]}"
+    message = r.json()["error"]
+    assert why in message and CJK.search(message), f"{message!r} should say {why!r} in Chinese"
+    refusals = [x for x in caplog.records if x.name.startswith("kb.") and "refused" in x.getMessage()]
+    assert len(refusals) == 1, [x.getMessage() for x in caplog.records]
+    assert "Traceback" not in capfd.readouterr().err
+    assert len(logged.questions()) == before, "a refused question is not logged"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"x"', b"5", b"null", b"{", b"[" * 5000, b""])
+def test_rest_ask_malformed_bodies_are_400_in_chinese(http, capfd, body):
+    r = rest(http, body)
+    assert r.status_code == 400 and "JSON 对象" in r.json()["error"], (r.status_code, r.text[:200])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_rest_ask_oversize_body_is_413(http):
+    r = rest(http, b'{"question": "' + b"x" * (3 * 1024 * 1024) + b'"}')
+    assert r.status_code == 413 and "请求过大" in r.text
+
+
+def test_rest_ask_full_gate_is_503_at_once(live, http):
+    gate = live.state.rest_gate
+    saved, gate.max_pending = gate.max_pending, 0
+    try:
+        r = rest(http, {"question": "列表和元组有什么区别？"})
+    finally:
+        gate.max_pending = saved
+    assert r.status_code == 503 and r.json()["error"] == "服务繁忙，请稍后再试。", r.text
+    assert r.headers["retry-after"] == "1"
+    assert rest(http, {"question": "列表和元组有什么区别？"}).status_code == 200, "the gate reopens"
+
+
+@pytest.mark.parametrize("url", ["gradio_api/call/ask/no-such-event", "gradio_api/queue/data?session_hash=no-such-session"])
+def test_polling_an_unknown_event_or_session_logs_one_line_not_a_traceback(http, caplog, capfd, url):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        r = http.get(url)
+    assert r.status_code == 200 and "404: Not Found" in r.text, r.text[:200]   # gradio's own answer, unchanged
+    time.sleep(0.2)   # the server logs after the stream ends
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [x.getMessage() for x in caplog.records if x.name == "kb.security"]
+    assert len(lines) == 1 and "after the response began" in lines[0], lines
