@@ -152,7 +152,8 @@ def _section_map(kb, hits) -> dict:
 def miss_reason(kb, q: DevQuestion, fragment: str, result, answer_text: str) -> str | None:
     """Why `fragment` (one gold fragment of `q`) is not in the answer; None when it is.
       refused     the question was refused
-      retrieval   no candidate section (the top hits' first MAX_SECTIONS distinct sections) holds it
+      retrieval   no candidate section (the top hits' first MAX_SECTIONS distinct sections, and with the fitted
+                  model the top article's other sections) holds it
       scoring     a candidate sentence holds it but scores below the chosen ones (not chosen without a budget either)
       budget      chosen when the prose budget is lifted, cut by MAX_CHARS
       standalone  its sentence cannot stand alone (dangling-reference rules) so it is never offered
@@ -164,11 +165,14 @@ def miss_reason(kb, q: DevQuestion, fragment: str, result, answer_text: str) -> 
         return None
     if not result.answerable:
         return "refused"
-    scored = C.score_sentences(kb.embedder, result.question, result.hits, _section_map(kb, result.hits))
-    cands = scored.cands if scored is not None else C.candidates(result.hits, _section_map(kb, result.hits))
-    where = [(c, u) for c, (_, units, _) in enumerate(cands) for u in units if fragment in u.text]
+    sections = _section_map(kb, result.hits)
+    top = kb.articles.get(result.hits[0].chunk.slug) if result.hits else None
+    article_sections = top.sections if top else ()
+    scored = C.score_sentences(kb.embedder, result.question, result.hits, sections, article_sections)
+    cands = scored.cands if scored is not None else C.candidates(result.hits, sections)
+    where = [(c, u) for c, cand in enumerate(cands) for u in cand.units if fragment in u.text]
     if not where:
-        return "not prose" if any(fragment in "\n".join(u.text for u in units) for _, units, _ in cands) else "retrieval"
+        return "not prose" if any(fragment in "\n".join(u.text for u in cand.units) for cand in cands) else "retrieval"
     prose = [(c, u) for c, u in where if u.kind == "prose"]
     if not prose:
         return "not prose"
@@ -177,7 +181,7 @@ def miss_reason(kb, q: DevQuestion, fragment: str, result, answer_text: str) -> 
     saved = C.MAX_CHARS
     C.MAX_CHARS = 10 ** 6
     try:
-        plan = C.select(scored, result.hits)
+        plan = C.select(scored)
     finally:
         C.MAX_CHARS = saved
     chosen = "\n".join(p.text for _, pieces in plan.groups for p in pieces)
@@ -219,7 +223,11 @@ def main(argv=None) -> int:
     p.add_argument("--devset", default="tests/data/devset.jsonl")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--hand", action="store_true", help="the hand-set scorer over the hits' sections (no fitted model)")
     args = p.parse_args(argv)
+    if args.hand:
+        from kb import sentence_model
+        sentence_model.load_model = lambda *a, **k: None
     kb = KnowledgeBase(Config.from_env())
     kb.loaded_index()
     out = miss_breakdown(kb, load_devset(args.devset), split=args.split)
