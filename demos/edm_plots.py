@@ -28,7 +28,7 @@ def samples_png(path, mixture, fresh, x_heun, x_euler, x_learned, num_steps: int
     axes = fig.subplots(1, len(panels), sharex=True, sharey=True)
     lim = 1.3 * float(mixture.means[:, :2].abs().max()) + 0.3
     for ax, (title, pts) in zip(axes, panels):
-        pts = pts[:, :2].clamp(-3 * lim, 3 * lim)
+        pts = pts[:, :2].clamp(-3 * lim, 3 * lim).numpy()  # NumPy: matplotlib's unit checks would unbind a tensor
         ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
         # A fixed title height (y = 1, where it sits anyway) spares matplotlib measuring the tick labels.
         ax.set_title(title if mixture.dim == 2 else f"{title} (coords 1-2)", y=1.0)
