@@ -22,8 +22,8 @@ answers continue with the sentences that follow the first one, up to `fill_chars
 model's (fitted with it) or HAND_PARAMS.
 
 References are resolved, never left dangling (`dangling_references` checks a finished answer the same way):
-a sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it, or
-is left out; a sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
+a sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it (or,
+right after a block, the lead-in sentence that brings that block, and the block), or is left out; a sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
 `$$` formula, table), or is left out; one that points back (上面的代码, 上例, 本文) is left out. An answer
 has at most one block; a code or how-to question without one gets its section's code block, a formula
 question its section's formula. This module knows sentences and blocks, not citations or Markdown links.
@@ -127,7 +127,13 @@ def _group(units: list[Unit], i: int, depth: int = 0) -> list[Unit] | None:
     if CONNECTIVE.match(u.text):
         if i == 0 or depth >= 2:
             return None
-        before = _group(units, i - 1, depth + 1)
+        if units[i - 1].kind == "block":
+            # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
+            before = _group(units, i - 2, depth + 1) if i >= 2 else None
+            if before is None or before[-1] is not units[i - 1]:
+                return None
+        else:
+            before = _group(units, i - 1, depth + 1)
         if before is None:
             return None
         out = before + out

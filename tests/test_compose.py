@@ -157,3 +157,17 @@ def test_the_shipped_sentence_model_matches_the_features():
     assert model is not None, "kb/sentence_model.json is missing or was fitted for other features"
     assert model.coef.shape == (len(sentence_model.FEATURES),) and set(model.params) == set(HAND_PARAMS)
     assert sentence_model.load_model("bge-small-zh") is None, "another embedding model falls back to the hand-set blend"
+
+
+def test_a_sentence_about_the_formula_above_brings_the_formula_and_its_lead_in():
+    text = "前向过程写成一个随机微分方程：\n\n$$\n\\mathrm dx = f\\,\\mathrm dt + g\\,\\mathrm dw\n$$\n\n其中 f 称为漂移系数，g 称为扩散系数。\n\n$$\ny = 1\n$$\n\n这样写的好处是简洁明了。"
+    units = section_units(text)
+    assert [u.kind for u in units] == ["prose", "block", "prose", "block", "prose"]
+    group = _group(units, 2)
+    assert [u.text[:4] for u in group] == ["前向过程", "$$\n\\", "其中 f"], "lead-in, its formula, then 其中…"
+    assert _group(units, 4) is None, "这样… follows a formula that no lead-in brings: left out"
+    sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
+    link = "[[1]](article/x#s)"
+    answer = f"{group[0].text}{link}\n\n{group[1].text}\n\n{group[2].text}{link}\n\n**来源**\n\n1. [x](y)"
+    assert dangling_references(answer, sections) == [], answer
+    assert dangling_references(f"{group[2].text}{link}", sections) != [], "其中… alone still dangles"
