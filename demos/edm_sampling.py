@@ -9,14 +9,19 @@ What it checks (each can fail): the ρ = 7 schedule equals Eq. 5; exact denoiser
 mode-weight error of Heun's samples against fresh data within thresholds taken from the data-vs-data
 spread measured in the same run; Heun 2nd order and Euler 1st order on shared latents; the trained
 network's EDM loss close to the analytic optimum. Planted bugs (`variant`) each break at least one check.
-The maths lives in `demos.diffusion` and `demos.diffusion_learned`; this module wires, plots and checks.
+The maths lives in `demos.diffusion` and `demos.diffusion_learned`, the figures in `demos.edm_plots`; this
+module wires and checks. On CPU, when a core is idle, the learned denoiser trains in a forked child process
+while this one samples, measures and plots (on 2 cores the training is the run's critical path); the metrics
+`phase_s` and `phase_cpu_s` give each phase's wall and CPU seconds.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from demos import edm_oracles as oracle
+from demos import edm_plots as plots
 from demos.edm_oracles import eq5_sigmas, expected_heun_sigmas  # noqa: F401 - tests import them from here
 from demos.harness import Report, main_for
 from demos.spec import DemoSpec, Param
@@ -167,8 +172,10 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     report.metric("sigma_last_nonzero", used[-2])
     report.log("σ_i: " + " ".join(f"{s:.4g}" for s in used))
 
-    # The learned denoiser trains while the rest runs (a forked process on CPU; see _start_learned).
-    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps) if learned else None
+    # The learned denoiser trains while the rest runs when a core is idle (a forked process; see _start_learned).
+    load_1m = os.getloadavg()[0]
+    report.metric("load_average_1m", round(load_1m, 2))
+    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m) if learned else None
 
     # Latents x_0 ~ N(0, σ_0² I) (Alg. 1 line 2), drawn on the CPU so every device samples the same ones.
     gen = torch.Generator().manual_seed(seed)
@@ -221,12 +228,13 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
                                       mixture_cpu.stds, TWEEDIE_SIGMAS, seed=seed + 5)
     report.metric("tweedie_residual", {str(k): v for k, v in tweedie.items()})
     clock.lap("tweedie")
-    error_png = _plot_error_vs_nfe(study, num_steps)  # drawn now, while the training may still run
+    error_png = plots.error_vs_nfe_png(study, num_steps, REF_STEPS)  # drawn now, while the training may run
     clock.lap("plot")
     learned_result = _learned(report, torch, dm, device, mixture, mixture_cpu, z, sigmas, fresh,
                               seed, trainer, clock) if learned else None
-    _plot_samples(report, mixture_cpu, fresh, x_heun_cpu, x_euler_cpu, learned_result, num_steps)
-    report.artifact("error_vs_nfe.png").write_bytes(error_png)
+    plots.samples_png(report.artifact("samples.png"), mixture_cpu, fresh, x_heun_cpu, x_euler_cpu,
+                      None if learned_result is None else learned_result["samples"], num_steps)
+    report.artifact("error_vs_nfe.png").write_bytes(error_png)  # after samples.png: the artifacts keep their order
     clock.lap("plot")
     report.metric("phase_s", clock.wall)
     report.metric("phase_cpu_s", clock.cpu)
@@ -314,10 +322,12 @@ def _learned_checks(report, r, sw2_spread, mode_spread) -> None:
                  f"P_mean, P_std)")
 
 
-def _start_learned(torch, dm, device, mixture, seed, train_steps):
-    """Build the preconditioned MLP and start its training: (net, wait). On CPU, from a single-threaded
-    process (the demo's own), the training runs in a forked child, which overlaps it with sampling, metrics
-    and plots on the 2-core machine; elsewhere (a GPU, or a caller with threads, like a test session) it
+def _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m: float):
+    """Build the preconditioned MLP and start its training; returns (net, wait, whether it trains in a child
+    process). The training runs in a forked child when that can overlap it with this process's sampling,
+    metrics and plots: on CPU, from a single-threaded process (the demo's own, not a test session's), with
+    about a core idle (1-minute load average < CPUs − 0.75). On a busy machine a second process only shares
+    this one's CPU time (and cost 0.5-1 s more CPU at load 7 on 2 cores), so there, and on a GPU, the training
     runs in-process when waited for. Same seeds and draws either way, so the same weights."""
     import threading
 
@@ -326,7 +336,8 @@ def _start_learned(torch, dm, device, mixture, seed, train_steps):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = dl.EDMPrecond(mixture.dim).to(device)
-    background = device.type == "cpu" and threading.active_count() == 1
+    background = (device.type == "cpu" and threading.active_count() == 1
+                  and load_1m < len(os.sched_getaffinity(0)) - 0.75)
     wait = dl.start_training(net, mixture, train_steps, torch.Generator(device).manual_seed(seed + 2),
                              background=background)
     return net, wait, background
@@ -398,57 +409,6 @@ def _probe_preconditioning(torch, dl, net, dim, device) -> dict:
             expect = c_skip * x.double() + extra
             probe_err = max(probe_err, float(((d - expect).abs() / expect.abs().clamp_min(1e-3)).max()))
     return {"coeff_err": coeff_err, "weight_err": weight_err, "identity_err": identity_err, "probe_err": probe_err}
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure on the Agg canvas, without pyplot (no global figure manager, nothing to close)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _plot_samples(report, mixture, fresh, x_heun, x_euler, learned, num_steps) -> None:
-    panels = [("data (fresh)", fresh), (f"Heun, N={num_steps}", x_heun), (f"Euler, N={num_steps}", x_euler)]
-    if learned is not None:
-        panels.append((f"learned D, Heun N={num_steps}", learned["samples"]))
-    fig = _figure(4 * len(panels), 4)
-    axes = fig.subplots(1, len(panels), sharex=True, sharey=True)
-    lim = 1.3 * float(mixture.means[:, :2].abs().max()) + 0.3
-    for ax, (title, pts) in zip(axes, panels):
-        pts = pts[:, :2].clamp(-3 * lim, 3 * lim)
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
-        # A fixed title height (y = 1, where it sits anyway) spares matplotlib measuring the tick labels.
-        ax.set_title(title if mixture.dim == 2 else f"{title} (coords 1-2)", y=1.0)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.07, top=0.92, wspace=0.08)  # fixed margins: tight_layout cost ~1 s of CPU per figure
-    fig.savefig(report.artifact("samples.png"), dpi=110)
-
-
-def _plot_error_vs_nfe(study, num_steps) -> bytes:
-    """The convergence plot as PNG bytes (drawn early, saved after samples.png so the artifacts keep their order)."""
-    import io
-
-    fig = _figure(6, 4.5)
-    ax = fig.subplots()
-    for (name, rho), rows in study.items():
-        nfe, err = zip(*rows)
-        ax.loglog(nfe, err, ("o" if name == "heun" else "s") + ("-" if rho == 7.0 else "--"),
-                  color="tab:orange" if name == "heun" else "tab:blue", alpha=1.0 if rho == 7.0 else 0.55,
-                  label=f"{name.capitalize()}, ρ={rho:g}")
-    ax.axvline(2 * num_steps - 1, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("NFE (denoiser calls)")
-    ax.set_ylabel(f"median ‖x − x_ref‖ (ref: Heun N={REF_STEPS})")
-    ax.set_title("error vs NFE", y=1.0)
-    ax.legend()
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.93)  # fixed margins: tight_layout cost ~1 s of CPU per figure
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    return png.getvalue()
 
 
 def main(argv=None):
