@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend: selection by KB_EMBED_BACKEND, parity with the torch model, and the cached ONNX
-file checked by SHA-256 (a corrupted one is made again, never loaded)."""
+"""The ONNX Runtime backend: selection by KB_EMBED_BACKEND, parity with the torch model, the fused graph
+(onnxruntime's transformer optimizer) and its int8 quantization, batch independence, and the cached ONNX
+file checked by SHA-256 and recipe (a corrupted or stale one is made again, never loaded)."""
 import json
 import logging
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from kb.config import Config
 from kb.embedding import SentenceTransformerEmbedder, make_embedder, resolve_model
 from kb.errors import ModelError
-from kb.onnx_embed import CACHE_MANIFEST, OnnxEmbedder, ensure_onnx
+from kb.onnx_embed import CACHE_MANIFEST, RECIPE, OnnxEmbedder, ensure_onnx
 from kb.index import sha256_file
 
 SENTENCES = ["列表和元组有什么区别？", "Python 的垃圾回收用引用计数和分代回收", "pdb 怎么设置条件断点",
@@ -74,6 +75,59 @@ def test_onnx_backends_agree_with_torch(onnx_cache):
     assert set(manifest) == {"fp32", "int8"}
     for variant, entry in manifest.items():
         assert sha256_file(onnx_cache / entry["file"]) == entry["sha256"], f"{variant} checksum recorded"
+        assert entry["source"]["recipe"] == RECIPE[variant], f"{variant}: the recipe is recorded"
+
+
+@pytest.mark.slow
+def test_cached_files_hold_the_fused_and_quantized_graphs(onnx_cache):
+    """m3e-small has 4 layers: the optimizer must fuse every attention (the point of the recipe), and the
+    int8 file must quantize the fused attention's QKV projection as well as the other 12 MatMuls. The
+    counts are read from the files themselves, and agree with what the manifest recorded."""
+    import onnx
+    manifest = json.loads((onnx_cache / CACHE_MANIFEST).read_text())
+    expected = {"fp32": {"EmbedLayerNormalization": 1, "Attention": 4, "SkipLayerNormalization": 8,
+                         "BiasGelu": 4, "MatMul": 12, "Softmax": 0, "Erf": 0},
+                "int8": {"QAttention": 4, "MatMulInteger": 12, "Attention": 0, "MatMul": 0}}
+    for variant, counts in expected.items():
+        ops = [n.op_type for n in onnx.load(str(onnx_cache / f"model-{variant}.onnx")).graph.node]
+        found = {op: ops.count(op) for op in counts}
+        assert found == counts, f"{variant}: operator counts {found}, expected {counts}"
+    assert manifest["fp32"]["operators"] == {"EmbedLayerNormalization": 1, "Attention": 4,
+                                             "SkipLayerNormalization": 8, "BiasGelu": 4}, manifest["fp32"]
+    assert manifest["int8"]["operators"] == {"QAttention": 4, "MatMulInteger": 12}, manifest["int8"]
+
+
+@pytest.mark.slow
+def test_float32_vectors_do_not_depend_on_batch_neighbours(onnx_cache):
+    """Padded batches of the fused float32 graph give each text the vector it gets alone (the attention
+    mask is honoured by the fused Attention op and the pooling); int8 keeps one text per run."""
+    texts = SENTENCES + ["列表", "生成器表达式和列表推导式有什么不同？" * 3, "MRO"]
+    alone = OnnxEmbedder("m3e-small", onnx_cache, "onnx").embed_documents(texts)
+    batched = OnnxEmbedder("m3e-small", onnx_cache, "onnx", batch_size=8).embed_documents(texts)
+    cosines = (alone * batched).sum(1)
+    assert cosines.min() >= 1 - 1e-5, f"batch vs alone cosines {cosines}"
+    np.testing.assert_allclose(batched, alone, atol=2e-5, err_msg="same vectors in a batch of 8 as alone")
+    assert OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").batch_size == 1, "int8 embeds one text per run"
+
+
+@pytest.mark.slow
+def test_a_file_made_by_another_recipe_is_made_again(onnx_cache, caplog):
+    """A cache from an older recipe (here: the int8 entry's recorded recipe differs) is remade, never
+    loaded, with one warning; the remade file carries today's recipe and checksum."""
+    path = onnx_cache / "model-int8.onnx"
+    if not path.is_file():
+        pytest.skip("needs the cache made by test_onnx_backends_agree_with_torch")
+    manifest = json.loads((onnx_cache / CACHE_MANIFEST).read_text())
+    manifest["int8"]["source"]["recipe"] = "torch.onnx.export (sdpa), no fusion; quantize_dynamic MatMul"
+    (onnx_cache / CACHE_MANIFEST).write_text(json.dumps(manifest))
+    stale = path.stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="kb"):
+        assert ensure_onnx(Path(resolve_model("m3e-small")), onnx_cache, "int8") == path
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "by another recipe; making it again" in warnings[0], warnings
+    assert path.stat().st_mtime_ns != stale, "the file was written again"
+    entry = json.loads((onnx_cache / CACHE_MANIFEST).read_text())["int8"]
+    assert entry["source"]["recipe"] == RECIPE["int8"] and entry["sha256"] == sha256_file(path)
 
 
 @pytest.mark.slow

@@ -207,3 +207,25 @@ def test_scale_bench_uses_the_hnsw_index_and_reaches_the_recall_goal(pg_url):
     marked = [r for r in rows if r.operating_point]
     assert len(marked) == 1 and marked[0].recall10 >= 0.95, [(r.index, r.recall10) for r in rows]
     assert all(0 <= r.recall10 <= 1 and r.p50_ms > 0 for r in rows)
+
+
+def test_scale_bench_caches_its_vectors_and_reuses_a_kept_build(pg_url, tmp_path):
+    """The synthetic set is made once per size (the second call reads the same arrays back, the vectors
+    memory-mapped); a build kept with keep=True is queried again by query_only without a new COPY or build."""
+    from kb.pg_bench import bench_pgvector, cached_synthetic
+    data, queries, truth = cached_synthetic(1500, 64, 12, cache=tmp_path, log=lambda m: None)
+    again = cached_synthetic(1500, 64, 12, cache=tmp_path, log=lambda m: None)
+    assert isinstance(again[0], np.memmap) and np.array_equal(again[0], data) and np.array_equal(again[2], truth)
+    assert len(list(tmp_path.glob("*.npy"))) == 3, "data, queries and truth: one file each"
+    info = {}
+    built = bench_pgvector(pg_url, data, queries, truth, log=lambda m: None, ef_search=(40,), keep=True, info=info)
+    assert info["load_s"] > 0 and info["build_s"] > 0 and info["notices"] == [], info
+    logged = []
+    info2 = {}
+    reused = bench_pgvector(pg_url, data, queries, truth, log=logged.append, ef_search=(40,), query_only=True,
+                            info=info2)
+    assert info2["reused"] is True and info2["build_s"] == info["build_s"], info2
+    assert not any("copied" in m for m in logged), logged
+    assert reused[0].recall10 == built[0].recall10 >= 0.95, (built, reused)
+    with pytest.raises(SystemExit, match="no kept build of 1,000 x 64"):
+        bench_pgvector(pg_url, data[:1000], queries, truth, log=lambda m: None, query_only=True)
