@@ -121,7 +121,8 @@ def test_a_file_made_by_another_recipe_is_made_again(onnx_cache, caplog):
     if not path.is_file():
         pytest.skip("needs the cache made by test_onnx_backends_agree_with_torch")
     manifest = json.loads((onnx_cache / CACHE_MANIFEST).read_text())
-    manifest["int8"]["source"]["recipe"] = RECIPE["fp32"] + "; quantize_dynamic QInt8 per-channel of MatMul and Attention"
+    older = RECIPE["fp32"] + "; quantize_dynamic QInt8 per-channel of MatMul and Attention"    # the QAttention recipe
+    manifest["int8"]["source"]["recipe"] = older
     (onnx_cache / CACHE_MANIFEST).write_text(json.dumps(manifest))
     stale = path.stat().st_mtime_ns
     with caplog.at_level(logging.WARNING, logger="kb"):
