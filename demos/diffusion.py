@@ -119,7 +119,8 @@ def expected_nfe(sampler: str, num_steps: int) -> int:
 
 
 class CountingDenoiser:
-    """Wraps `denoise(x, σ)` and records each call's σ, to check the NFE and where D was evaluated."""
+    """Wraps `denoise(x, σ)` and records each call's σ, to check the NFE and where D was evaluated. With one
+    σ per point (several schedules run as one batch) it records the first point's."""
 
     def __init__(self, denoise):
         self.denoise = denoise
@@ -130,7 +131,7 @@ class CountingDenoiser:
         return len(self.sigmas)
 
     def __call__(self, x, sigma):
-        self.sigmas.append(float(sigma))
+        self.sigmas.append(float(sigma.reshape(-1)[0]) if torch.is_tensor(sigma) else float(sigma))
         return self.denoise(x, sigma)
 
 

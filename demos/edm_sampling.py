@@ -108,20 +108,26 @@ def heun_sampler(variant: str, s_churn: float = 0.0, generator=None):
 
 def convergence_study(denoise_ref, denoise, z, variant: str, device) -> dict:
     """Median final-sample error against fine-step Heun for Euler and Heun at ρ = 1 and ρ = 7 over
-    SWEEP_STEPS, on shared latents z (already scaled by σ_max). Keys (sampler, rho) → list of (nfe, error)."""
+    SWEEP_STEPS, on shared latents z (already scaled by σ_max). Keys (sampler, rho) → list of (nfe, error).
+    Both ρ run in one batch: the latents twice, each half with its own schedule as a per-point σ (the
+    samplers and the denoiser work elementwise in σ), which halves the denoiser calls of the sweep."""
+    import torch
+
     from demos.diffusion import CountingDenoiser, get_sigmas_karras, sample_euler, sample_heun
 
     x_ref = sample_heun(denoise_ref, z, get_sigmas_karras(REF_STEPS, device=device))
+    n, rhos = len(z), (7.0, 1.0)
+    z_both = torch.cat([z] * len(rhos))
     study = {}
-    for rho in (7.0, 1.0):
-        for name, sampler in (("euler", sample_euler), ("heun", heun_sampler(variant))):
-            rows = []
-            for n in SWEEP_STEPS:
-                counter = CountingDenoiser(denoise)
-                x = sampler(counter, z, schedule(variant, n, rho, device))
-                rows.append((counter.calls, float((x - x_ref).norm(dim=1).median())))
-            study[(name, rho)] = rows
-    return study
+    for name, sampler in (("euler", sample_euler), ("heun", heun_sampler(variant))):
+        for steps in SWEEP_STEPS:
+            sigmas = torch.stack([schedule(variant, steps, rho, device) for rho in rhos], 1)    # (N+1, 2)
+            counter = CountingDenoiser(denoise)
+            x = sampler(counter, z_both, sigmas.repeat_interleave(n, dim=1)[..., None])         # σ: (N+1, 2n, 1)
+            for k, rho in enumerate(rhos):
+                err = (x[k * n:(k + 1) * n] - x_ref).norm(dim=1).median()
+                study.setdefault((name, rho), []).append((counter.calls, float(err)))
+    return {key: study[key] for key in ((s, rho) for rho in rhos for s in ("euler", "heun"))}
 
 
 class PhaseClock:
@@ -147,16 +153,39 @@ def halving_ratios(rows) -> list[float]:
 
 def run(report: Report, num_samples: int = 2000, num_steps: int = 18, dim: int = 2, seed: int = 0,
         learned: bool = True, train_steps: int = 800, s_churn: float = 0.0, variant: str = "none") -> None:
+    ticks = cpu_ticks()  # importing torch (a second or more) is the window in which idle CPUs are measured
     import torch
 
     from demos import diffusion as dm
 
     device, report.device = dm.pick_device()
+    idle = idle_cpus(ticks)
     with dm.torch_threads(device):
-        _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, train_steps, s_churn, variant)
+        _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, train_steps, s_churn, variant,
+             idle)
 
 
-def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, train_steps, s_churn, variant):
+def cpu_ticks() -> tuple[int, int] | None:
+    """(idle, total) clock ticks of all CPUs so far, from /proc/stat; None where it cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return ticks[3] + ticks[4], sum(ticks)   # idle + iowait; user … steal
+
+
+def idle_cpus(since: tuple[int, int] | None, min_ticks: int = 20) -> float | None:
+    """How many CPUs stood idle on average since `since` (a `cpu_ticks()` reading); None when unknown or
+    when the window is shorter than `min_ticks` (0.1 s of 2 CPUs at 100 Hz)."""
+    now = cpu_ticks()
+    if since is None or now is None or now[1] - since[1] < min_ticks:
+        return None
+    return len(os.sched_getaffinity(0)) * (now[0] - since[0]) / (now[1] - since[1])
+
+
+def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, train_steps, s_churn, variant,
+         idle):
     t_start = time.perf_counter()
     clock = PhaseClock()
     mixture_cpu = dm.make_mixture(dim)
@@ -173,9 +202,9 @@ def _run(report, torch, dm, device, num_samples, num_steps, dim, seed, learned, 
     report.log("σ_i: " + " ".join(f"{s:.4g}" for s in used))
 
     # The learned denoiser trains while the rest runs when a core is idle (a forked process; see _start_learned).
-    load_1m = os.getloadavg()[0]
-    report.metric("load_average_1m", round(load_1m, 2))
-    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m) if learned else None
+    report.metric("load_average_1m", round(os.getloadavg()[0], 2))
+    report.metric("idle_cpus", None if idle is None else round(idle, 2))
+    trainer = _start_learned(torch, dm, device, mixture, seed, train_steps, idle) if learned else None
 
     # Latents x_0 ~ N(0, σ_0² I) (Alg. 1 line 2), drawn on the CPU so every device samples the same ones.
     gen = torch.Generator().manual_seed(seed)
@@ -322,13 +351,14 @@ def _learned_checks(report, r, sw2_spread, mode_spread) -> None:
                  f"P_mean, P_std)")
 
 
-def _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m: float):
+def _start_learned(torch, dm, device, mixture, seed, train_steps, idle: float | None):
     """Build the preconditioned MLP and start its training; returns (net, wait, whether it trains in a child
     process). The training runs in a forked child when that can overlap it with this process's sampling,
     metrics and plots: on CPU, from a single-threaded process (the demo's own, not a test session's), with
-    about a core idle (1-minute load average < CPUs − 0.75). On a busy machine a second process only shares
-    this one's CPU time (and cost 0.5-1 s more CPU at load 7 on 2 cores), so there, and on a GPU, the training
-    runs in-process when waited for. Same seeds and draws either way, so the same weights."""
+    about a core idle while torch was imported (`idle` ≥ 0.75 CPUs). Where no core is free a second process
+    only shares this one's CPU time (at load 7-9 on 2 cores it made the run slower), so there, on a GPU, and
+    when `idle` is unknown, the training runs in-process when waited for. Same seeds and draws either way,
+    so the same weights."""
     import threading
 
     from demos import diffusion_learned as dl
@@ -337,7 +367,7 @@ def _start_learned(torch, dm, device, mixture, seed, train_steps, load_1m: float
         torch.manual_seed(seed)
         net = dl.EDMPrecond(mixture.dim).to(device)
     background = (device.type == "cpu" and threading.active_count() == 1
-                  and load_1m < len(os.sched_getaffinity(0)) - 0.75)
+                  and idle is not None and idle >= 0.75)
     wait = dl.start_training(net, mixture, train_steps, torch.Generator(device).manual_seed(seed + 2),
                              background=background)
     return net, wait, background

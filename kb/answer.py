@@ -104,6 +104,15 @@ def _citation_for(hit: Hit, n: int, kb=None) -> Citation:
     return Citation(n, c.slug, c.title, c.heading_path[-1], c.anchor, url)
 
 
+def _section_citation(kb, key: tuple[str, str], n: int) -> Citation:
+    """The citation of a section no hit points at (the composer quoted another section of the top article)."""
+    slug, anchor = key
+    article = kb.articles[slug]
+    section = article.section(anchor)
+    heading = section.path[-1] if section is not None else article.title   # as a chunk's heading_path[-1]
+    return Citation(n, slug, article.title, heading, anchor, kb.page_url(slug, anchor))
+
+
 def rank_demos(kb, question: str, citations: Sequence[Citation], weights: dict[str, float]) -> list[str]:
     """Demo ids of the cited articles, best first: how much of the answer cites the article, then how close
     the demo's title and summary are to the question."""
@@ -204,26 +213,30 @@ class AnswerStream:
             section = article.section(hit.chunk.anchor) if article else None
             if section is not None:
                 sections[(hit.chunk.slug, hit.chunk.anchor)] = section
-        plan = compose(self.kb.embedder, self.result.question, hits, sections)
+        top = self.kb.articles.get(hits[0].chunk.slug) if hits else None
+        plan = compose(self.kb.embedder, self.result.question, hits, sections, top.sections if top else ())
         if not plan.groups:   # sections with no prose at all (only code): cite the best one whole
             return self._baseline_plan()
+        by_key = {}
+        for hit in reversed(hits):
+            by_key[(hit.chunk.slug, hit.chunk.anchor)] = hit
         numbers: dict[tuple[str, str], int] = {}
         citations: list[Citation] = []
         weights: dict[str, float] = {}
         paragraphs: list[str] = []
         n_prose = sum(p.kind == "prose" for _, pieces in plan.groups for p in pieces) or 1
-        for rank, pieces in plan.groups:
-            hit = hits[rank]
-            key = (hit.chunk.slug, hit.chunk.anchor)
+        for key, pieces in plan.groups:
             if key not in numbers:
                 numbers[key] = len(numbers) + 1
-                citations.append(_citation_for(hit, numbers[key], self.kb))
+                hit = by_key.get(key)
+                citations.append(_citation_for(hit, numbers[key], self.kb) if hit is not None
+                                 else _section_citation(self.kb, key, numbers[key]))
             link = citation_link(citations[numbers[key] - 1])
             current: list[str] = []
             for piece in pieces:
                 if piece.kind == "prose":
                     current.append(f"{_escape_prose(piece.text)}{link}")
-                    weights[hit.chunk.slug] = weights.get(hit.chunk.slug, 0.0) + 1.0 / n_prose
+                    weights[key[0]] = weights.get(key[0], 0.0) + 1.0 / n_prose
                 elif piece.kind == "intro":
                     current.append(f"{piece.text.rstrip('：')}（出自 {link}）：")
                 else:

@@ -132,3 +132,115 @@ def format_answer_table(results: list[AnswerMetrics]) -> str:
     first = results[0]
     return "\n".join([f"split {first.split}: {first.answerable} answerable and {first.unanswerable} out-of-scope questions",
                       line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+# Why gold is missed ---------------------------------------------------------------------------------------
+
+MISS_BUCKETS = ("refused", "retrieval", "scoring", "budget", "standalone", "not prose")
+
+
+def _section_map(kb, hits) -> dict:
+    sections = {}
+    for hit in hits:
+        article = kb.articles.get(hit.chunk.slug)
+        section = article.section(hit.chunk.anchor) if article else None
+        if section is not None:
+            sections[(hit.chunk.slug, hit.chunk.anchor)] = section
+    return sections
+
+
+def miss_reason(kb, q: DevQuestion, fragment: str, result, answer_text: str) -> str | None:
+    """Why `fragment` (one gold fragment of `q`) is not in the answer; None when it is.
+      refused     the question was refused
+      retrieval   no candidate section (the top hits' first MAX_SECTIONS distinct sections, and with the fitted
+                  model the top article's other sections) holds it
+      scoring     a candidate sentence holds it but scores below the chosen ones (not chosen without a budget either)
+      budget      chosen when the prose budget is lifted, cut by MAX_CHARS
+      standalone  its sentence cannot stand alone (dangling-reference rules) so it is never offered
+      not prose   it lies in a block, a heading, a question or a too-short unit, not in a prose sentence"""
+    from kb import compose as C
+
+    whole = "\n".join(t for _, t in answer_elements(answer_text))
+    if fragment in whole:
+        return None
+    if not result.answerable:
+        return "refused"
+    sections = _section_map(kb, result.hits)
+    top = kb.articles.get(result.hits[0].chunk.slug) if result.hits else None
+    article_sections = top.sections if top else ()
+    scored = C.score_sentences(kb.embedder, result.question, result.hits, sections, article_sections)
+    cands = scored.cands if scored is not None else C.candidates(result.hits, sections)
+    where = [(c, u) for c, cand in enumerate(cands) for u in cand.units if fragment in u.text]
+    if not where:
+        return "not prose" if any(fragment in "\n".join(u.text for u in cand.units) for cand in cands) else "retrieval"
+    prose = [(c, u) for c, u in where if u.kind == "prose"]
+    if not prose:
+        return "not prose"
+    if all(scored.groups[(c, u.index)] is None for c, u in prose):
+        return "standalone"
+    saved = C.MAX_CHARS
+    C.MAX_CHARS = 10 ** 6
+    try:
+        plan = C.select(scored)
+    finally:
+        C.MAX_CHARS = saved
+    chosen = "\n".join(p.text for _, pieces in plan.groups for p in pieces)
+    return "budget" if fragment in chosen else "scoring"
+
+
+def miss_breakdown(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> dict:
+    """Per missed gold fragment, the bucket of `miss_reason`; with per-question detail."""
+    part = [q for q in questions if (split == "all" or q.split == split) and q.answerable and q.gold]
+    prefetch_queries(kb, [q.question for q in part])
+    warm_cache(kb.embedder, [s.text for a in kb.articles.values() for s in a.sections])
+    counts = {b: 0 for b in MISS_BUCKETS}
+    detail = []
+    fragments = 0
+    for q in part:
+        a = answer(kb, q.question, composer=composer)
+        result = kb.search(q.question)
+        for g in q.gold:
+            fragments += 1
+            why = miss_reason(kb, q, g, result, a.text)
+            if why is not None:
+                counts[why] += 1
+                detail.append((q.id, why, g))
+    return {"split": split, "questions": len(part), "fragments": fragments, "missed": len(detail),
+            "buckets": counts, "detail": detail}
+
+
+def main(argv=None) -> int:
+    """python -m kb.answer_eval why [--split test|dev|all] [--json]: why gold fragments are missed."""
+    import argparse
+    import json
+
+    from kb.config import Config
+    from kb.engine import KnowledgeBase
+    from kb.evaluate import load_devset
+
+    p = argparse.ArgumentParser(prog="python -m kb.answer_eval")
+    p.add_argument("command", choices=["why"])
+    p.add_argument("--devset", default="tests/data/devset.jsonl")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--hand", action="store_true", help="the hand-set scorer over the hits' sections (no fitted model)")
+    args = p.parse_args(argv)
+    if args.hand:
+        from kb import sentence_model
+        sentence_model.load_model = lambda *a, **k: None
+    kb = KnowledgeBase(Config.from_env())
+    kb.loaded_index()
+    out = miss_breakdown(kb, load_devset(args.devset), split=args.split)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print(f"split {out['split']}: {out['questions']} questions, {out['fragments']} gold fragments, {out['missed']} missed")
+    for b, n in out["buckets"].items():
+        print(f"  {b:<11} {n:>4}  ({n / max(out['fragments'], 1):.1%} of fragments)")
+    for qid, why, g in out["detail"]:
+        print(f"  {qid:<34} {why:<11} {g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-prompt", help="prefix for questions (e5/bge-style models)")
     p.add_argument("--passage-prompt", help="prefix for passages (e5/bge-style models)")
     p.add_argument("--embed-backend", choices=("torch", "onnx", "onnx-int8"),
-                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx)")
+                   help="how the model runs (default: $KB_EMBED_BACKEND, else onnx-int8)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("index", help="bring the index up to date with the articles")

@@ -1,28 +1,36 @@
 """Composition of extractive answers: a direct first sentence, then a coherent passage, no dangling references.
 
-    plan = compose(embedder, question, hits, sections)     # sections: (slug, anchor) -> kb.articles.Section
-    plan.groups   # [(hit rank, [Piece(kind="prose"|"block", text)...]), ...] in answer order
+    plan = compose(embedder, question, hits, sections, article_sections)
+    # sections: (slug, anchor) -> kb.articles.Section of the hits; article_sections: the top hit's article's
+    plan.groups   # [((slug, anchor), [Piece(kind="prose"|"block"|"intro", text)...]), ...] in answer order
 
 The question's type (`question_type`: what / why / how / diff / code / formula) shapes the answer. Every prose
-sentence of the sections of the top hits is scored
+sentence of the candidate sections is scored. With the fitted sentence model (kb/sentence_model.py, fitted on
+the dev split's gold sentences) the candidates are the top hits' sections and the other sections of the top
+hit's article, and the score is the model's linear score over features such as the cosine with the
+question, the hit's rank, the heading's and the sentence's overlap with the question's words. Without it
+(another embedding model) the candidates are the hits' sections and the score is the hand-set blend
     r(s) = 0.65 · cos(q, s) + 0.15 · cos(q, chunk) + 0.20 · lexical(q, s) + type bonus + rank prior
            + article prior (the top hit's article),
 where lexical is the IDF-free share of the question's content words the sentence contains and the type bonus
 rewards a definition for 是什么, a cause for 为什么, a command or inline code for 怎么/代码, a formula or a
-number for 公式/多少, a contrast for 区别. The best sentence opens the answer; more sentences of its section
-follow in source order while they stay within FLOOR of it and the prose stays within MAX_CHARS; a second
-section joins when its best sentence is within CLOSE_SAME (same article) or CLOSE_OTHER (another article) of
-the first. Short answers are continued with the sentences that follow the first one, up to MIN_CHARS.
+number for 公式/多少, a contrast for 区别. `select` then builds the answer: the best sentence opens it (from
+the top hit's article unless another article's is better by `switch`); more sentences follow while they stay
+within `floor` of it and the prose stays within MAX_CHARS; another section joins when its sentence is within
+`close_same` (same article) or `close_other` (another article) of the first, up to `max_sections`. Short
+answers continue with the sentences that follow the first one, up to `fill_chars`. The thresholds are the
+model's (fitted with it) or HAND_PARAMS.
 
 References are resolved, never left dangling (`dangling_references` checks a finished answer the same way):
-a sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it, or
-is left out; a sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
+a sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it (or,
+right after a block, the lead-in sentence that brings that block, and the block), or is left out; a sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
 `$$` formula, table), or is left out; one that points back (上面的代码, 上例, 本文) is left out. An answer
 has at most one block; a code or how-to question without one gets its section's code block, a formula
 question its section's formula. This module knows sentences and blocks, not citations or Markdown links.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -85,12 +93,29 @@ class Piece:
 @dataclass
 class Plan:
     qtype: str
-    groups: list[tuple[int, list[Piece]]] = field(default_factory=list)   # (hit rank, pieces) in answer order
+    groups: list[tuple[tuple[str, str], list[Piece]]] = field(default_factory=list)   # ((slug, anchor), pieces)
     prose_chars: int = 0
 
     @property
     def has_block(self) -> bool:
         return any(p.kind == "block" for _, pieces in self.groups for p in pieces)
+
+
+@dataclass
+class Cand:
+    """A section the answer may quote: one of the top hits' sections, or another section of the top article."""
+    slug: str
+    anchor: str
+    heading: str
+    rank: int | None         # the hit's rank (0 = best); None for a section no hit points at
+    units: list[Unit]
+    chunk_cos: float         # the hit's dense cosine; 0.0 without a hit
+    bm25_rank: int | None = None     # the hit's 1-based rank in each ranker (None: outside its candidates)
+    dense_rank: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.slug, self.anchor
 
 
 def _group(units: list[Unit], i: int, depth: int = 0) -> list[Unit] | None:
@@ -102,7 +127,13 @@ def _group(units: list[Unit], i: int, depth: int = 0) -> list[Unit] | None:
     if CONNECTIVE.match(u.text):
         if i == 0 or depth >= 2:
             return None
-        before = _group(units, i - 1, depth + 1)
+        if units[i - 1].kind == "block":
+            # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
+            before = _group(units, i - 2, depth + 1) if i >= 2 else None
+            if before is None or before[-1] is not units[i - 1]:
+                return None
+        else:
+            before = _group(units, i - 1, depth + 1)
         if before is None:
             return None
         out = before + out
@@ -113,15 +144,29 @@ def _group(units: list[Unit], i: int, depth: int = 0) -> list[Unit] | None:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _groups(units: tuple[Unit, ...]) -> dict[int, list[Unit] | None]:
+    """`_group` of every prose unit of a section (cached: the same sections answer many questions)."""
+    return {u.index: _group(list(units), u.index) for u in units if u.kind == "prose"}
+
+
 def _chars(units: Sequence[Unit]) -> int:
     return sum(len(u.text) for u in units if u.kind == "prose")
 
 
-def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
-    """The answer's pieces, grouped per cited hit (see the module docstring)."""
-    qtype = question_type(question)
-    plan = Plan(qtype)
-    cands: list[tuple[int, list[Unit], float]] = []   # (hit rank, units, chunk cosine) per distinct section
+@dataclass
+class Scored:
+    """Every prose sentence of the candidate sections with its score (what `select` chooses from)."""
+    qtype: str
+    cands: list[Cand]
+    rel: dict[tuple[int, int], float]                   # (candidate, unit index) -> score (higher: better)
+    groups: dict[tuple[int, int], list[Unit] | None]    # what the sentence brings; None: cannot stand alone
+    params: dict = field(default_factory=dict)          # selection thresholds for this kind of score
+
+
+def candidates(hits: Sequence, sections: dict, article_sections: Sequence = ()) -> list[Cand]:
+    """The distinct sections of the top hits (at most MAX_SECTIONS), then the top article's other sections."""
+    cands: list[Cand] = []
     seen = set()
     for rank, hit in enumerate(hits):
         key = (hit.chunk.slug, hit.chunk.anchor)
@@ -130,29 +175,85 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
         seen.add(key)
         section = sections.get(key)
         units = section_units(section.text if section is not None else hit.chunk.text)
-        cands.append((rank, units, hit.dense_score))
-    prose = [(c, u) for c, (_, units, _) in enumerate(cands) for u in units if u.kind == "prose"]
+        heading = section.heading if section is not None else hit.chunk.heading_path[-1]
+        cands.append(Cand(key[0], key[1], heading, rank, units, hit.dense_score, hit.bm25_rank, hit.dense_rank))
+    if cands:
+        for section in article_sections:
+            if (cands[0].slug, section.anchor) not in seen:
+                seen.add((cands[0].slug, section.anchor))
+                cands.append(Cand(cands[0].slug, section.anchor, section.heading, None, section_units(section.text), 0.0))
+    return cands
+
+
+def score_sentences(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = (),
+                    model=None) -> Scored | None:
+    """The score of every prose sentence of the candidate sections; None when they hold no prose.
+
+    With the fitted sentence model (kb/sentence_model.json, for this embedder) the score is its logit over
+    `kb.sentence_model.FEATURES`; otherwise the hand-set blend of the module docstring over the hits' sections."""
+    from kb import sentence_model
+
+    qtype = question_type(question)
+    if model is None:
+        model = sentence_model.load_model(getattr(embedder, "model_id", None) or "")
+    cands = candidates(hits, sections, article_sections if model is not None else ())
+    prose = [(c, u) for c, cand in enumerate(cands) for u in cand.units if u.kind == "prose"]
     if not prose:
-        return plan
+        return None
     q = query_vector(embedder, question)
-    vecs = CACHE.vectors(embedder, [u.text for _, u in prose])
+    cos = CACHE.vectors(embedder, [u.text for _, u in prose]) @ q
+    keys = [(c, u.index) for c, u in prose]
+    groups = {}
+    for c in {c for c, _ in keys}:
+        groups.update(((c, i), g) for i, g in _groups(tuple(cands[c].units)).items())
+    if model is not None:
+        X = sentence_model.features(question, qtype, cands, prose, cos)
+        z = model.logits(X)
+        return Scored(qtype, cands, dict(zip(keys, map(float, z))), groups, model.params)
     words = [w for w in dict.fromkeys(tokenize(question)) if len(w) > 1 or not w.isascii()]
     bonus = _TYPE_BONUS.get(qtype)
     rel: dict[tuple[int, int], float] = {}
-    for (c, u), cos in zip(prose, vecs @ q):
+    for (c, u), cs in zip(prose, cos):
         text = u.text.lower()
         lexical = sum(w in text for w in words) / len(words) if words else 0.0
-        r = 0.65 * float(cos) + 0.15 * cands[c][2] + 0.20 * lexical
+        r = 0.65 * float(cs) + 0.15 * cands[c].chunk_cos + 0.20 * lexical
         r += TYPE_BONUS if bonus is not None and bonus.search(u.text) else 0.0
-        same = hits[cands[c][0]].chunk.slug == hits[cands[0][0]].chunk.slug
+        same = cands[c].slug == cands[0].slug
         rel[(c, u.index)] = r + RANK_PRIOR[min(c, len(RANK_PRIOR) - 1)] + (ARTICLE_PRIOR if same else 0.0)
+    return Scored(qtype, cands, rel, groups, dict(HAND_PARAMS))
 
-    # The opening sentence: the best one that can stand on its own (with what it brings).
-    groups = {k: _group(cands[k[0]][1], k[1]) for k in rel}
+
+HAND_PARAMS = {"floor": FLOOR, "close_same": CLOSE_SAME, "close_other": CLOSE_OTHER, "max_sections": 2,
+               "fill_chars": MIN_CHARS, "switch": 0.0}
+
+
+def compose(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = ()) -> Plan:
+    """The answer's pieces, grouped per cited section (see the module docstring). `article_sections`: all
+    sections of the top hit's article, which the fitted sentence model may quote from too."""
+    scored = score_sentences(embedder, question, hits, sections, article_sections)
+    if scored is None:
+        return Plan(question_type(question))
+    return select(scored)
+
+
+def select(scored: Scored, max_chars: int | None = None) -> Plan:
+    """The opening sentence, its passage and sentences of at most `max_sections` sections, within the budget:
+    a sentence joins while its score is within `floor` of the opening one's, from a new section of the same
+    article within `close_same`, of another article within `close_other`."""
+    max_chars = MAX_CHARS if max_chars is None else max_chars
+    prm = {**HAND_PARAMS, **scored.params}
+    plan = Plan(scored.qtype)
+    qtype, cands, rel, groups = scored.qtype, scored.cands, scored.rel, scored.groups
     ranked = sorted((k for k in rel if groups[k] is not None), key=lambda k: -rel[k])
     if not ranked:
         return plan
     best = ranked[0]
+    # The answer opens in the top hit's article unless another article's sentence is clearly better.
+    home = next((k for k in ranked if cands[k[0]].slug == cands[0].slug), best)
+    if rel[best] < rel[home] + prm["switch"]:
+        # Kept home: the other articles' better-scored sentences lost that contest and stay out.
+        ranked = [k for k in ranked if cands[k[0]].slug == cands[0].slug or rel[k] < rel[home]]
+        best = home
     top = rel[best]
     chosen: dict[int, list[list[Unit]]] = {}     # candidate section -> groups in pick order
     used: set[tuple[int, int]] = set()
@@ -165,8 +266,10 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
         if keys & used:
             return False
         has_block = any(u.kind == "block" for u in g)
-        if (has_block and block_used) or plan.prose_chars + _chars(g) > MAX_CHARS and chosen:
+        if (has_block and block_used) or plan.prose_chars + _chars(g) > max_chars and chosen:
             return False
+        if qtype == "code" and any(u.kind == "block" and not u.text.lstrip().startswith(("```", "~~~")) for u in g):
+            return False   # the one block of a code question is code, not a formula or a table
         chosen.setdefault(k[0], []).append(g)
         used.update(keys)
         block_used = block_used or has_block
@@ -176,27 +279,27 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
     take(best)
     for k in ranked[1:]:
         c = k[0]
-        if rel[k] < top - FLOOR:
+        if rel[k] < top - prm["floor"]:
             break
         if c != best[0] and c not in chosen:
-            same_article = hits[cands[c][0]].chunk.slug == hits[cands[best[0]][0]].chunk.slug
-            if rel[k] < top - (CLOSE_SAME if same_article else CLOSE_OTHER) or len(chosen) >= 2:
+            same_article = cands[c].slug == cands[best[0]].slug
+            if rel[k] < top - (prm["close_same"] if same_article else prm["close_other"]) or len(chosen) >= prm["max_sections"]:
                 continue
         take(k)
-    # Too short: continue with what follows the opening sentence in its section.
-    units = cands[best[0]][1]
+    # Short: continue with what follows the opening sentence in its section.
+    units = cands[best[0]].units
     i = max(u.index for u in groups[best])
-    while plan.prose_chars < MIN_CHARS and i + 1 < len(units):
+    while plan.prose_chars < prm["fill_chars"] and i + 1 < len(units):
         i += 1
         if (best[0], i) in rel and groups[(best[0], i)] is not None and (best[0], i) not in used:
             take((best[0], i))
 
     # Still too short: the best sentences of the next sections of the same article (its subsections, usually).
-    slug = hits[cands[best[0]][0]].chunk.slug
+    slug = cands[best[0]].slug
     for k in ranked:
         if plan.prose_chars >= MIN_CHARS:
             break
-        if k[0] not in chosen and len(chosen) < 3 and hits[cands[k[0]][0]].chunk.slug == slug:
+        if k[0] not in chosen and len(chosen) < 3 and cands[k[0]].slug == slug:
             take(k)
 
     # Answer order: the opening group, the rest of its section in source order, then the other sections.
@@ -204,7 +307,7 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
         gs = chosen[c]
         first, rest = (gs[0], gs[1:]) if c == best[0] else ([], gs)
         ordered = first + [u for g in sorted(rest, key=lambda g: g[0].index) for u in g]
-        plan.groups.append((cands[c][0], [Piece(u.kind, u.text) for u in ordered]))
+        plan.groups.append((cands[c].key, [Piece(u.kind, u.text) for u in ordered]))
 
     if not plan.has_block and qtype in ("code", "how", "formula"):
         _add_block(plan, cands, qtype, chosen)
@@ -214,7 +317,7 @@ def compose(embedder, question: str, hits: Sequence, sections: dict) -> Plan:
 def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:
     """A code (or formula) block of the cited sections for a question that asks for code, steps or a formula."""
     for c in chosen:
-        units = cands[c][1]
+        units = cands[c].units
         text = "\n\n".join(u.text for u in units if u.kind == "block")
         if qtype == "formula":
             block = next((u.text for u in units if u.kind == "block" and u.text.startswith("$$")), None)
@@ -222,7 +325,7 @@ def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:
             block = code_block_of(text)
         if block:
             intro = "公式：" if qtype == "formula" else "示例代码："
-            plan.groups.append((cands[c][0], [Piece("intro", intro), Piece("block", block)]))
+            plan.groups.append((cands[c].key, [Piece("intro", intro), Piece("block", block)]))
             return
 
 

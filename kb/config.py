@@ -40,9 +40,11 @@ class Config:
     passage_prompt: str | None = None
     # How the model runs: "torch" (sentence-transformers), "onnx" (ONNX Runtime, float32) or "onnx-int8"
     # (ONNX Runtime, dynamic int8 quantization); the ONNX file is made on first use into home/onnx.
-    # Default onnx: the same dev-set figures as torch, several times faster per query; onnx-int8 is faster
-    # still but moved hit@1 by 0.016 on the dev set, past the 0.01 the default may differ (README).
-    embed_backend: str = "onnx"
+    # Default onnx-int8, the fastest whose dev-set figures stay within 0.01 of torch's: with the fused graph
+    # (kb/onnx_embed.py) every dev-set figure equals torch's; builds 2.1-3x and query embedding 5.5-6.6x
+    # faster than torch on the quiet 2-core machine (README, Embedding backends); onnx (float32) is torch's
+    # vectors exactly.
+    embed_backend: str = "onnx-int8"
     # Chunking: target characters per chunk and characters of trailing sentences repeated in the next.
     chunk_size: int = 400
     chunk_overlap: int = 80

@@ -14,9 +14,10 @@ A store shared with other processes (PostgreSQL) is asked for its version at mos
 `config.refresh_s`; when another replica has written (an upload), the index and the articles are reloaded
 before the next search, so the upload is answerable here too.
 
-`prefer_slug` (the article the reader is on, for the website embed) adds a quarter of a first-place RRF
-contribution to that article's hits: it wins near-ties but does not lift an unrelated section above a
-clearly better one elsewhere, and it does not change whether the question is answerable.
+`prefer_slug` (the article the reader is on, for the website embed) adds `config.prefer_boost` (1.5
+standard deviations of the fused z-scores) to that article's hits: it wins near-ties but does not lift an
+unrelated section above a clearly better one elsewhere, and it does not change whether the question is
+answerable.
 """
 from __future__ import annotations
 

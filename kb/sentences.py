@@ -17,6 +17,7 @@ not citations or Markdown.
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -73,6 +74,12 @@ class Unit:
 
 def section_units(text: str) -> list[Unit]:
     """The section's sentences and blocks in source order; consecutive table rows make one table block."""
+    return list(_section_units(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _section_units(text: str) -> tuple[Unit, ...]:
+    # Cached: an answer cuts every section of the top article, and the cut (the chunker's) costs ~1 ms each.
     units: list[Unit] = []
     table: list[str] = []
 
@@ -97,7 +104,7 @@ def section_units(text: str) -> list[Unit]:
         kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") or sentence.endswith(("？", "?")) else "prose"
         units.append(Unit(len(units), kind, sentence))
     flush()
-    return units
+    return tuple(units)
 
 
 def sentence_units(text: str) -> list[str]:

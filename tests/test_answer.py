@@ -5,6 +5,7 @@ follow-ups inherit the topic; the LLM path runs end to end against a real OpenAI
 """
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -274,3 +275,22 @@ def test_a_typo_does_not_refuse(kb, question, slug):
 def test_out_of_scope_questions_from_other_domains_are_refused(kb, question):
     a = answer(kb, question)
     assert not a.answerable and a.text.startswith(NO_ANSWER) and a.citations == []
+
+
+@pytest.mark.slow
+def test_a_section_no_hit_points_at_is_cited_like_a_hit(kb):
+    """The fitted composer also quotes the top article's other sections; each is cited with its own anchor,
+    the article's title and the section's heading, and the answer links it."""
+    outside = []
+    for question in ("list 和 tuple 有啥区别", "DDP 多卡训练怎么启动", "PyTorch 的自动求导是怎么工作的"):
+        a = answer(kb, question)
+        hit_keys = {(h.chunk.slug, h.chunk.anchor) for h in a.hits}
+        for c in a.citations:
+            section = kb.articles[c.slug].section(c.anchor)
+            assert section is not None, (question, c)
+            assert (c.title, c.heading) == (kb.articles[c.slug].title, section.path[-1]), (question, c)
+            assert f"[[{c.n}]]({c.url})" in a.text and c.url.endswith("#" + quote(c.anchor)), (question, c)
+            if (c.slug, c.anchor) not in hit_keys:
+                outside.append((question, c.anchor))
+        assert [c.n for c in a.citations] == list(range(1, len(a.citations) + 1)), a.citations
+    assert outside, "none of the three answers quoted a section outside the hits (the fitted model does for all three)"

@@ -308,10 +308,23 @@ def test_training_forks_only_with_an_idle_core_and_no_threads():
     import threading
     mixture = dm.make_mixture(2)
     cpu = torch.device("cpu")
-    for load, want in ((99.0, False), (0.0, threading.active_count() == 1)):
-        net, wait, background = edm._start_learned(torch, dm, cpu, mixture, 0, 2, load)
+    for idle, want in ((0.5, False), (None, False), (1.0, threading.active_count() == 1)):
+        net, wait, background = edm._start_learned(torch, dm, cpu, mixture, 0, 2, idle)
         result, lines = wait()
-        assert background is want and result.steps == 2, (load, background, threading.active_count())
+        assert background is want and result.steps == 2, (idle, background, threading.active_count())
+
+
+def test_idle_cpus_from_proc_stat():
+    import os
+    import time
+    ncpu = len(os.sched_getaffinity(0))
+    assert edm.idle_cpus(None) is None
+    assert edm.idle_cpus(edm.cpu_ticks()) is None, "a window under 0.1 s of ticks must read as unknown"
+    start, t0 = edm.cpu_ticks(), time.perf_counter()
+    while time.perf_counter() - t0 < 0.4:  # keep one CPU busy: at most ncpu − 1 can have been idle
+        sum(i * i for i in range(1000))
+    idle = edm.idle_cpus(start)
+    assert idle is not None and 0.0 <= idle <= ncpu - 0.5, (idle, ncpu)
 
 
 def test_spec_defaults_match_run_signature_and_bounds():

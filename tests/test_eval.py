@@ -150,6 +150,10 @@ def test_kb_eval_meets_the_goals_on_the_real_model(real_kb, capsys):
     for name, floor in GOALS.items():
         assert m[name] >= floor, f"{name} = {m[name]:.3f} < {floor} (misses {m['misses']}, wrong {m['wrong_decisions']})"
     assert m["false_refusal_rate"] <= MAX_FALSE_REFUSALS, f"false refusals {m['false_refusal_rate']:.3f}: {m['wrong_decisions']}"
+    # The refusal goals on the held-out split (issue 10: the fusion must not cost them; kb.refusal never saw it).
+    held_out = m["by_split"]["test"]
+    assert held_out["answerable"] >= 100 and held_out["unanswerable"] >= 30, held_out
+    assert held_out["refusal_rate"] >= 0.95 and held_out["false_refusal_rate"] <= 0.02, held_out
 
 
 @pytest.mark.slow

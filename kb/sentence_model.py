@@ -1,0 +1,304 @@
+"""The sentence scorer of extractive answers: a linear score over features the composer already has, fitted
+on the gold sentences of the dev split of tests/data/devset.jsonl.
+
+    python -m kb.sentence_model fit [--home DIR]      # refit kb/sentence_model.json (dev split only)
+    python -m kb.sentence_model report [--home DIR]   # the selected sentences' figures, per split
+
+A candidate is a prose sentence of the top hits' sections or of another section of the top hit's article
+(`kb.compose.candidates`); it is gold when it holds a gold fragment of the question. The score is
+    z(s) = Σ_j w_j · (x_j(s) − mean_j) / scale_j
+over FEATURES: cosine with the question and its gap to the best candidate, the section's best and top-3
+cosines, the hit's chunk cosine, rank and per-ranker ranks (none for a section no hit points at), top
+section, same article as the top hit, plain and rarity-weighted (IDF over the candidates) overlap with the
+question's words, the heading's overlap, first sentence of its section and position, the neighbours'
+cosine, sentence kind matching the question type, length, a summary section, an opening connective.
+w is a conditional logit (listwise, McFadden 1974): it maximises, over the dev questions, the log of the
+softmax probability mass of their gold candidates, with an L2 penalty (`fit_weights`) -- the probability
+that the best-scored sentence of a question is gold, which is what the answer's opening needs.
+`kb.compose.select` then takes sentences within `floor` of the opening one; those thresholds (`params`)
+come from a grid search for the highest dev gold recall among the settings whose share of answers citing
+an unrelated article is within 0.01 of the lowest. The "test" split is never used for fitting; `report`
+and `kb eval --answers` give its figures.
+
+The weights hold for the embedding model they were fitted with (`model_id`, backend suffix ignored); any
+other model falls back to the hand-set blend in kb.compose. Fitting needs scipy (installed with
+sentence-transformers and scikit-learn); scoring needs numpy only.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kb.text import tokenize
+
+MODEL_PATH = Path(__file__).with_name("sentence_model.json")
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = ("cos", "cos_gap", "section_gap", "chunk_cos", "hit", "rank_prior", "top_section", "same_article",
+            "lexical", "heading", "first", "position", "type_match", "length", "summary", "connective",
+            "bm25_prior", "dense_prior", "idf_lexical", "neighbour_gap", "cos_rank", "heading_first", "section_top3_gap")
+_SUMMARY = re.compile(r"总结|小结|概述|summary|overview", re.I)
+L2 = 1.0
+GRID = {"floor": (2.0, 4.0, 6.0, 100.0), "close_same": (1.0, 2.0, 100.0), "close_other": (0.0, 1.0),
+        "max_sections": (2, 3), "fill_chars": (120, 250, 450), "switch": (0.0, 1.0, 2.0, 100.0)}
+
+
+def question_words(question: str) -> list[str]:
+    return [w for w in dict.fromkeys(tokenize(question)) if len(w) > 1 or not w.isascii()]
+
+
+def features(question: str, qtype: str, cands, prose, cos) -> np.ndarray:
+    """(n, len(FEATURES)): one row per (candidate index, Unit) of `prose` (in candidate and source order, as
+    kb.compose lists them), `cos` their cosines with the question. Columnar: an answer scores ~200 rows."""
+    words = question_words(question)
+    n = len(prose)
+    cos = np.asarray(cos, dtype=np.float64)
+    top = float(cos.max()) if n else 0.0
+    ci = np.array([c for c, _ in prose], dtype=np.int64)
+    ui = np.array([u.index for _, u in prose], dtype=np.int64)
+    m = len(cands)
+    section_max = np.full(m, -1.0)
+    np.maximum.at(section_max, ci, cos)
+    section_top3 = np.zeros(m)
+    for c in set(ci.tolist()):
+        section_top3[c] = float(np.mean(np.sort(cos[ci == c])[-3:]))
+    first = np.full(m, 1 << 30)
+    np.minimum.at(first, ci, ui)
+    prior = lambda r: 1.0 / r if r else 0.0
+    heading = np.array([sum(w in cand.heading.lower() for w in words) / len(words) if words else 0.0 for cand in cands])
+    per_section = np.array([(cand.chunk_cos, float(cand.rank is not None),
+                             1.0 / (1 + cand.rank) if cand.rank is not None else 0.0, float(c == 0),
+                             float(cand.slug == cands[0].slug), float(bool(_SUMMARY.search(cand.heading))),
+                             prior(cand.bm25_rank), prior(cand.dense_rank), max(len(cand.units) - 1, 1))
+                            for c, cand in enumerate(cands)], dtype=np.float64).reshape(m, 9)[ci]
+    texts = [u.text.lower() for _, u in prose]
+    has = np.array([[w in t for t in texts] for w in words], dtype=np.float64).reshape(len(words), n)
+    # Rarity of each question word among the candidate sentences: a rare word matching says more.
+    idf = np.log((1 + n) / (1 + has.sum(axis=1)))
+    lexical = has.mean(axis=0) if words else np.zeros(n)
+    idf_lexical = (idf @ has) / (idf.sum() or 1.0) if words else np.zeros(n)
+    cos_rank = np.empty(n)
+    cos_rank[np.argsort(-cos)] = np.arange(n)
+    # The neighbours in the same section (prose is in candidate, then source order).
+    prev_ok = np.r_[False, (ci[1:] == ci[:-1]) & (ui[1:] == ui[:-1] + 1)]
+    next_ok = np.r_[prev_ok[1:], False]
+    neighbour = np.maximum(np.where(prev_ok, np.r_[-1.0, cos[:-1]], -1.0), np.where(next_ok, np.r_[cos[1:], -1.0], -1.0))
+    static = np.array([_unit_static(u.text, qtype) for _, u in prose], dtype=np.float64).reshape(n, 3)
+    is_first = (ui == first[ci]).astype(np.float64)
+    columns = (cos, cos - top, section_max[ci] - top, per_section[:, 0], per_section[:, 1], per_section[:, 2],
+               per_section[:, 3], per_section[:, 4], lexical, heading[ci], is_first, ui / per_section[:, 8],
+               static[:, 0], static[:, 1], per_section[:, 5], static[:, 2], per_section[:, 6], per_section[:, 7],
+               idf_lexical, np.where(neighbour > -1, neighbour - top, -0.5), 1.0 / (1 + cos_rank),
+               heading[ci] * is_first, section_top3[ci] - top)
+    return np.stack(columns, axis=1) if n else np.zeros((0, len(FEATURES)))
+
+
+@functools.lru_cache(maxsize=32768)
+def _unit_static(text: str, qtype: str) -> tuple[float, float, float]:
+    """(kind matches the question type, length / 100 capped at 3, opens with a connective) of a sentence."""
+    from kb.compose import _TYPE_BONUS, CONNECTIVE
+
+    bonus = _TYPE_BONUS.get(qtype)
+    return float(bool(bonus and bonus.search(text))), min(len(text), 300) / 100, float(bool(CONNECTIVE.match(text)))
+
+
+@dataclass
+class SentenceModel:
+    model_id: str                  # the embedding model the coefficients were fitted for
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    params: dict = field(default_factory=dict)   # kb.compose.select thresholds, in logit units
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def to_json(self, extra: dict) -> dict:
+        return {"model_id": self.model_id, "features": list(FEATURES), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
+                "params": self.params, **extra}
+
+
+@functools.lru_cache(maxsize=1)
+def _load(path: str) -> SentenceModel | None:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        if tuple(d["features"]) != FEATURES:
+            return None
+        return SentenceModel(d["model_id"], np.array(d["mean"]), np.array(d["scale"]), np.array(d["coef"]),
+                             float(d["intercept"]), dict(d["params"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_model(model_id: str | None = None, path: Path = MODEL_PATH) -> SentenceModel | None:
+    """The fitted model when it exists, matches FEATURES and (if given) `model_id` (backend suffix ignored)."""
+    model = _load(str(path))
+    if model is None or (model_id is not None and model_id.split("@", 1)[0] != model.model_id):
+        return None
+    return model
+
+
+# Fitting ------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Case:
+    """One dev question's candidates, as the composer sees them."""
+    question: object               # kb.evaluate.DevQuestion
+    qtype: str
+    cands: list
+    prose: list
+    X: np.ndarray
+    y: np.ndarray
+    groups: dict
+
+
+def _cases(kb, questions) -> list[_Case]:
+    from kb.compose import _group, candidates, question_type
+    from kb.sentences import CACHE, prefetch_queries, query_vector, warm_cache
+
+    prefetch_queries(kb, [q.question for q in questions])
+    warm_cache(kb.embedder, [s.text for a in kb.articles.values() for s in a.sections])
+    out = []
+    for q in questions:
+        result = kb.search(q.question)
+        if not result.hits:
+            continue
+        sections = {}
+        for hit in result.hits:
+            section = kb.articles[hit.chunk.slug].section(hit.chunk.anchor)
+            if section is not None:
+                sections[(hit.chunk.slug, hit.chunk.anchor)] = section
+        cands = candidates(result.hits, sections, kb.articles[result.hits[0].chunk.slug].sections)
+        prose = [(c, u) for c, cand in enumerate(cands) for u in cand.units if u.kind == "prose"]
+        if not prose:
+            continue
+        qtype = question_type(result.question)
+        cos = CACHE.vectors(kb.embedder, [u.text for _, u in prose]) @ query_vector(kb.embedder, result.question)
+        y = np.array([float(any(g in u.text for g in q.gold)) for _, u in prose])
+        groups = {(c, u.index): _group(cands[c].units, u.index) for c, u in prose}
+        out.append(_Case(q, qtype, cands, prose, features(result.question, qtype, cands, prose, cos), y, groups))
+    return out
+
+
+def _answer_figures(cases: list[_Case], model: SentenceModel, params: dict) -> dict:
+    """Gold recall, gold hit, unrelated share and median prose length of the selected sentences."""
+    from kb.compose import Scored, select
+
+    rec, hit, chars, unrelated = [], [], [], 0
+    for case in cases:
+        z = model.logits(case.X)
+        rel = {(c, u.index): float(s) for (c, u), s in zip(case.prose, z)}
+        plan = select(Scored(case.qtype, case.cands, rel, case.groups, params))
+        text = "\n".join(p.text for _, pieces in plan.groups for p in pieces)
+        found = [g in text for g in case.question.gold]
+        rec.append(sum(found) / len(found))
+        hit.append(float(any(found)))
+        chars.append(plan.prose_chars)
+        unrelated += any(key[0] not in case.question.articles for key, _ in plan.groups)
+    n = max(len(cases), 1)
+    return {"gold_recall": round(sum(rec) / n, 4), "gold_hit": round(sum(hit) / n, 4),
+            "unrelated_rate": round(unrelated / n, 4), "median_chars": statistics.median(chars) if chars else 0}
+
+
+def fit_weights(Xs: list[np.ndarray], ys: list[np.ndarray], l2: float = L2) -> np.ndarray:
+    """Conditional logit (listwise): maximise Σ_questions log Σ_gold softmax(X·w) − l2/2 ‖w‖², i.e. the
+    probability that the question's best-scored candidate is one of its gold sentences."""
+    from scipy.optimize import minimize
+
+    data = [(X, y) for X, y in zip(Xs, ys) if y.sum() > 0]
+
+    def loss(w):
+        value, grad = 0.5 * l2 * w @ w, l2 * w
+        for X, y in data:
+            z = X @ w
+            e = np.exp(z - z.max())
+            g = e * y
+            value -= np.log(g.sum()) - np.log(e.sum())
+            grad = grad - X.T @ (g / g.sum()) + X.T @ (e / e.sum())
+        return value, grad
+
+    return minimize(loss, np.zeros(Xs[0].shape[1]), jac=True, method="L-BFGS-B").x
+
+
+def fit(cases: list[_Case], model_id: str) -> tuple[SentenceModel, dict]:
+    """The listwise weights on standardised features, then the selection thresholds by grid search: the
+    highest dev gold recall among the settings whose unrelated-article rate is within 0.01 of the lowest."""
+    X = np.concatenate([c.X for c in cases])
+    y = np.concatenate([c.y for c in cases])
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-9
+    w = fit_weights([(c.X - mean) / scale for c in cases], [c.y for c in cases])
+    model = SentenceModel(model_id, mean, scale, w, 0.0)
+    grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+    figures = [_answer_figures(cases, model, params) for params in grid]
+    lowest = min(f["unrelated_rate"] for f in figures)
+    ok = [(f["gold_recall"], -f["median_chars"], i) for i, f in enumerate(figures) if f["unrelated_rate"] <= lowest + 0.01]
+    best = max(ok)[2]
+    model.params = grid[best]
+    return model, {"candidates": int(len(y)), "gold_candidates": int(y.sum()), "dev_figures": figures[best],
+                   "dev_lowest_unrelated": lowest}
+
+
+GRID_FALLBACK = {"floor": 2.0, "close_same": 1.0, "close_other": 0.0, "max_sections": 2, "fill_chars": 120}
+
+
+def _kb(args):
+    from kb.config import Config
+    from kb.engine import KnowledgeBase
+
+    kb = KnowledgeBase(Config.from_env(home=args.home))
+    kb.loaded_index()
+    return kb
+
+
+def cmd_fit(args) -> int:
+    from kb.evaluate import load_devset
+
+    kb = _kb(args)
+    dev = [q for q in load_devset(args.devset) if q.split == "dev" and q.answerable and q.gold]
+    cases = _cases(kb, dev)
+    model, extra = fit(cases, kb.embedder.model_id.split("@", 1)[0])
+    extra["trained_on"] = f"{len(cases)} answerable questions of the dev split of {Path(args.devset).name}"
+    MODEL_PATH.write_text(json.dumps(model.to_json(extra), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    _load.cache_clear()
+    print(json.dumps({"params": model.params, **extra}, ensure_ascii=False))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from kb.evaluate import load_devset
+
+    kb = _kb(args)
+    model = load_model(kb.embedder.model_id)
+    if model is None:
+        print("no fitted sentence model for this embedding model (python -m kb.sentence_model fit)")
+        return 1
+    questions = load_devset(args.devset)
+    for split in ("dev", "test"):
+        cases = _cases(kb, [q for q in questions if q.split == split and q.answerable and q.gold])
+        print(f"split {split}: {len(cases)} questions,", json.dumps(_answer_figures(cases, model, model.params)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kb.sentence_model", description=__doc__.split("\n")[0])
+    p.add_argument("--home", help="index data folder (default: $KB_HOME, else .kb/)")
+    p.add_argument("--devset", default=str(ROOT / "tests" / "data" / "devset.jsonl"))
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("fit", help="fit kb/sentence_model.json on the dev split").set_defaults(func=cmd_fit)
+    sub.add_parser("report", help="the selected sentences' figures per split").set_defaults(func=cmd_report)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
