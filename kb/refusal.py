@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.linear_model import StandardizedLinear, read_fitted
+
 MODEL_PATH = Path(__file__).with_name("refusal_model.json")
 ROOT = Path(__file__).resolve().parent.parent
 OOS_BANK = ROOT / "tests" / "data" / "refusal_oos.txt"
@@ -62,23 +64,14 @@ def features(evidence) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RefusalModel:
-    model_id: str                  # the embedding model the coefficients were fitted for
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
+class RefusalModel(StandardizedLinear):
     threshold: float               # on P(answerable)
 
-    def applies_to(self, model_id: str | None) -> bool:
-        """Same weights: "m3e-small@onnx" is m3e-small run by another backend (kb.onnx_embed)."""
-        return model_id is not None and model_id.split("@", 1)[0] == self.model_id
-
     def probabilities(self, X: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(((X - self.mean) / self.scale) @ self.coef + self.intercept)))
+        return 1.0 / (1.0 + np.exp(-self.logits(X)))
 
     def probability(self, evidence) -> float:
-        z = float(((features(evidence) - self.mean) / self.scale) @ self.coef + self.intercept)
+        z = float(self.logits(features(evidence)))
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     def decide(self, evidence) -> tuple[bool, float]:
@@ -88,21 +81,18 @@ class RefusalModel:
         return margin >= 0, 1.0 / (1.0 + math.exp(-margin))
 
     def to_json(self, extra: dict) -> dict:
-        return {"model_id": self.model_id, "features": list(FEATURES), "mean": self.mean.tolist(),
-                "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
-                "threshold": self.threshold, **extra}
+        return {**self.fields(FEATURES), "threshold": self.threshold, **extra}
 
 
 @functools.lru_cache(maxsize=1)
 def load_model(path: Path = MODEL_PATH) -> RefusalModel | None:
     """The fitted model, or None when the file is missing or was fitted for other features."""
+    fitted = read_fitted(path, FEATURES)
+    if fitted is None:
+        return None
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-        if tuple(d["features"]) != FEATURES:
-            return None
-        return RefusalModel(d["model_id"], np.array(d["mean"]), np.array(d["scale"]), np.array(d["coef"]),
-                            float(d["intercept"]), float(d["threshold"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return RefusalModel(**fitted[0], threshold=float(fitted[1]["threshold"]))
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -33,11 +33,12 @@ import json
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from kb.linear_model import StandardizedLinear, read_fitted
 from kb.text import tokenize
 
 MODEL_PATH = Path(__file__).with_name("sentence_model.json")
@@ -110,40 +111,29 @@ def _unit_static(text: str, qtype: str) -> tuple[float, float, float]:
     return float(bool(bonus and bonus.search(text))), min(len(text), 300) / 100, float(bool(CONNECTIVE.match(text)))
 
 
-@dataclass
-class SentenceModel:
-    model_id: str                  # the embedding model the coefficients were fitted for
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
+@dataclass(frozen=True)
+class SentenceModel(StandardizedLinear):
     params: dict = field(default_factory=dict)   # kb.compose.select thresholds, in logit units
 
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.mean) / self.scale) @ self.coef + self.intercept
-
     def to_json(self, extra: dict) -> dict:
-        return {"model_id": self.model_id, "features": list(FEATURES), "mean": self.mean.tolist(),
-                "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
-                "params": self.params, **extra}
+        return {**self.fields(FEATURES), "params": self.params, **extra}
 
 
 @functools.lru_cache(maxsize=1)
 def _load(path: str) -> SentenceModel | None:
+    fitted = read_fitted(path, FEATURES)
+    if fitted is None:
+        return None
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-        if tuple(d["features"]) != FEATURES:
-            return None
-        return SentenceModel(d["model_id"], np.array(d["mean"]), np.array(d["scale"]), np.array(d["coef"]),
-                             float(d["intercept"]), dict(d["params"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return SentenceModel(**fitted[0], params=dict(fitted[1]["params"]))
+    except (KeyError, TypeError, ValueError):
         return None
 
 
 def load_model(model_id: str | None = None, path: Path = MODEL_PATH) -> SentenceModel | None:
     """The fitted model when it exists, matches FEATURES and (if given) `model_id` (backend suffix ignored)."""
     model = _load(str(path))
-    if model is None or (model_id is not None and model_id.split("@", 1)[0] != model.model_id):
+    if model is None or (model_id is not None and not model.applies_to(model_id)):
         return None
     return model
 
@@ -243,7 +233,7 @@ def fit(cases: list[_Case], model_id: str) -> tuple[SentenceModel, dict]:
     lowest = min(f["unrelated_rate"] for f in figures)
     ok = [(f["gold_recall"], -f["median_chars"], i) for i, f in enumerate(figures) if f["unrelated_rate"] <= lowest + 0.01]
     best = max(ok)[2]
-    model.params = grid[best]
+    model = replace(model, params=grid[best])
     return model, {"candidates": int(len(y)), "gold_candidates": int(y.sum()), "dev_figures": figures[best],
                    "dev_lowest_unrelated": lowest}
 
