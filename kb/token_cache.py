@@ -7,7 +7,8 @@ a text depend only on the text and on the tokenizer, so they are stored in `$KB_
 keyed by the SHA-1 of the text, under a tokenizer id (jieba's version, the stop words, TOKENIZER_VERSION).
 A file written by another tokenizer, or one that cannot be read, is ignored (one log line) and written
 again; only the texts of the current corpus are kept. Writes are atomic (a temporary file and
-`os.replace`), so replicas sharing a data folder read the old or the new file, never half of one.
+`os.replace`), so replicas sharing a data folder read the old or the new file, never half of one. With a
+PostgreSQL store (KB_DATABASE_URL) replicas keep no files, so kb.retrieval passes no folder: no cache.
 """
 from __future__ import annotations
 
