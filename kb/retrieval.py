@@ -52,6 +52,7 @@ from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
 from kb.text import tokenize
+from kb import token_cache
 
 MODES = ("hybrid", "dense", "bm25")
 _CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
@@ -176,7 +177,10 @@ class HybridRetriever:
     def __init__(self, index: VectorIndex, embedder: Embedder, config: Config, dense: bool = True):
         from rank_bm25 import BM25Okapi
         self.index, self.embedder, self.config, self.dense = index, embedder, config, dense
-        docs = [tokenize(c.embed_text) for c in index.chunks]
+        # The chunks' tokens come from the data folder's cache where it holds them (kb/token_cache.py);
+        # with a shared PostgreSQL store the replicas keep no files, so each cuts its own.
+        docs = token_cache.corpus_tokens([c.embed_text for c in index.chunks],
+                                         None if config.database_url else config.home)
         # BM25Okapi divides by the corpus size: an empty index gets no BM25 model.
         self.bm25 = BM25Okapi(docs) if docs else None
         self.doc_tokens = [set(d) for d in docs]

@@ -158,3 +158,131 @@ def test_corrupted_cached_onnx_file_is_made_again(onnx_cache, caplog):
     e = OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8")
     v = e.embed_documents(SENTENCES[:2])
     assert v.shape == (2, 512) and sha256_file(path) == good, "the embedder never loads a damaged file"
+
+
+# Document embedding on several workers (KB_EMBED_WORKERS) ------------------------------------------------
+
+def _article_texts(n: int) -> list[str]:
+    """`n` real chunk texts of varied length (the articles' own), the kind an index build embeds."""
+    from kb.articles import load_articles
+    from kb.chunking import chunk_article
+    articles, _ = load_articles(Config().articles_dir)
+    texts = [c.embed_text for a in articles for c in chunk_article(a, 400, 80)]
+    return texts[::max(1, len(texts) // n)][:n]
+
+
+class _Recorder:
+    """A worker session that notes which thread ran which input width, then runs the real session. With a
+    barrier, its first run waits until every worker has taken a text: each worker must get one (a worker
+    that never started would time the barrier out), however the machine's load delays the threads."""
+
+    def __init__(self, session, seen: list, fail: bool = False, barrier=None):
+        self.session, self.seen, self.fail, self.barrier = session, seen, fail, barrier
+
+    def run(self, outputs, feeds):
+        import threading
+        self.seen.append((threading.current_thread().name, feeds["input_ids"].shape))
+        if self.barrier is not None:
+            self.barrier, barrier = None, self.barrier
+            barrier.wait(timeout=120)
+        if self.fail:
+            raise RuntimeError("worker session failed on purpose")
+        return self.session.run(outputs, feeds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx"])
+def test_parallel_document_embedding_gives_the_serial_vectors(onnx_cache, backend):
+    """N workers, each with its own single-threaded session, give every text exactly the vector the serial
+    path (the query session, all CPUs, one text per run) gives it: a text runs alone either way, and the
+    thread count does not change ONNX Runtime's sums here (bit-identical, not merely within 1e-6)."""
+    texts = SENTENCES + _article_texts(18)
+    serial = OnnxEmbedder("m3e-small", onnx_cache, backend, workers=1)
+    expected = serial.embed_documents(texts)
+    assert serial._worker_sessions == [], "workers=1 opens no worker session"
+    for workers in ((2, 3) if backend == "onnx-int8" else (2,)):       # float32 runs slower: one count
+        e = OnnxEmbedder("m3e-small", onnx_cache, backend, workers=workers)
+        sessions = e.worker_sessions()
+        assert len(sessions) == workers, f"{workers} worker sessions, got {len(sessions)}"
+        assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1] * workers
+        seen: list = []
+        import threading
+        barrier = threading.Barrier(workers)
+        e._worker_sessions = [_Recorder(s, seen, barrier=barrier) for s in sessions]
+        got = e.embed_documents(texts)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{backend}, {workers} workers vs serial")
+        assert len(seen) == len(texts) and all(shape[0] == 1 for _, shape in seen), \
+            f"one text per run, every text once: {len(seen)} runs for {len(texts)} texts"
+        names = {name for name, _ in seen}
+        assert names == {f"kb-embed-{n}" for n in range(workers)}, f"every worker took texts: {names}"
+        widths = [shape[1] for _, shape in seen]
+        assert max(widths[:workers]) == max(widths), "the longest texts start first (no straggler at the end)"
+        # A query, and a single document, run on the query session (all CPUs), not on a worker.
+        seen.clear()
+        e._worker_sessions = [_Recorder(s, seen) for s in sessions]
+        np.testing.assert_array_equal(e.embed_documents(texts[:1]), expected[:1])
+        assert e.embed_query("垃圾回收").shape == (512,) and seen == [], "no worker ran a query or one text"
+    q = e._session.get_session_options().intra_op_num_threads
+    from kb.onnx_embed import _usable_cpus
+    assert q == _usable_cpus(), f"the query session uses every usable CPU ({q})"
+
+
+@pytest.mark.slow
+def test_busy_or_failing_workers(onnx_cache):
+    """A second multi-text call while the workers are busy runs on the query session (same vectors, no
+    wait); an error in a worker thread reaches the caller, and the workers are free again afterwards."""
+    texts = _article_texts(6)
+    e = OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8", workers=2)
+    expected = e.embed_documents(texts)
+    seen: list = []
+    e._worker_sessions = [_Recorder(s, seen) for s in e.worker_sessions()]
+    with e._pool_lock:                                  # another build holds the workers
+        np.testing.assert_array_equal(e.embed_documents(texts), expected)
+    assert seen == [], "the busy workers were not used"
+    e._worker_sessions = [_Recorder(s.session, seen, fail=True) for s in e._worker_sessions]
+    with pytest.raises(RuntimeError, match="worker session failed on purpose"):
+        e.embed_documents(texts)
+    assert e._pool_lock.acquire(blocking=False), "the workers were released after the failure"
+    e._pool_lock.release()
+
+
+def test_worker_count_is_configured_and_checked(monkeypatch, tmp_path):
+    from kb.errors import KBError
+    from kb.onnx_embed import default_workers, _usable_cpus
+    monkeypatch.setenv("KB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KB_EMBED_WORKERS", raising=False)
+    assert Config.from_env().embed_workers is None
+    assert make_embedder(Config.from_env()).workers == default_workers() == min(_usable_cpus(), 8), \
+        "auto: one worker per usable CPU, at most 8"
+    for raw, expected in (("3", 3), (" 1 ", 1), ("auto", None), ("AUTO", None), ("64", 64)):
+        monkeypatch.setenv("KB_EMBED_WORKERS", raw)
+        assert Config.from_env().embed_workers == expected, raw
+    monkeypatch.setenv("KB_EMBED_WORKERS", "3")
+    e = make_embedder(Config.from_env())
+    assert isinstance(e, OnnxEmbedder) and e.workers == 3 and e._worker_sessions == [], \
+        "three workers, no session opened before the first build"
+    assert make_embedder(Config.from_env(), workers=1).workers == 1, "an explicit argument wins"
+    assert isinstance(make_embedder(Config.from_env(embed_backend="torch")), SentenceTransformerEmbedder)
+    for raw, shown in (("0", "0"), ("-1", "'-1'"), ("two", "'two'"), ("1.5", "'1.5'"), ("65", "65"),
+                       ("2 workers", "'2 workers'"), ("٣", "'٣'"), ("", None)):
+        monkeypatch.setenv("KB_EMBED_WORKERS", raw)
+        if shown is None:                      # empty: unset, like every KB_* variable
+            assert Config.from_env().embed_workers is None
+            continue
+        with pytest.raises(KBError) as info:
+            Config.from_env()
+        assert str(info.value) == f"KB_EMBED_WORKERS must be auto or a whole number from 1 to 64, not {shown}"
+    for bad in (0, -2, 65, 1.5, True, "2"):
+        with pytest.raises(ModelError, match=r"must be a whole number from 1 to 64, not "):
+            OnnxEmbedder("m3e-small", tmp_path, "onnx-int8", workers=bad)
+        with pytest.raises(ModelError, match=r"threads must be a whole number from 1 to 64"):
+            OnnxEmbedder("m3e-small", tmp_path, "onnx-int8", threads=bad)
+    assert not (tmp_path / "home").exists(), "checking the settings loads nothing"
+
+
+def test_cli_rejects_bad_worker_counts_in_one_line(monkeypatch, capsys):
+    from kb.cli import main
+    monkeypatch.setenv("KB_EMBED_WORKERS", "many")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kb: error: KB_EMBED_WORKERS must be auto or a whole number from 1 to 64, not 'many'"], err
