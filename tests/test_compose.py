@@ -238,7 +238,7 @@ def _plan_of(text, heading, rel_by_text, params=None):
 
 
 def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_markdown():
-    from kb.answer import _markdown
+    from kb.answer_markdown import pieces_markdown as _markdown
 
     plan = _plan_of(OPENING_LIST, "打印变量：p、pp 与 display",
                     {"`dis": 1.0, "`p 表": 0.9, "其实直接": 0.5, "`pp ": 0.4})
@@ -259,7 +259,7 @@ def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_mark
 
 
 def test_numbered_items_are_renumbered_and_a_lead_in_sentence_keeps_its_list():
-    from kb.answer import _markdown
+    from kb.answer_markdown import pieces_markdown as _markdown
 
     text = "排查顺序如下：\n\n1. 先看服务的错误日志。\n2. 再看服务的配置文件。\n3. 最后重启服务的进程。\n\n这样通常能找到原因所在。\n"
     plan = _plan_of(text, "排查", {"最后重启": 1.0, "先看服务": 0.8})
