@@ -24,6 +24,50 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="技术博客知识库：问答、文章、演示")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / ".demo-runs", help="folder for demo runs")
+    parser.add_argument("--max-demos", type=int, default=2, help="demos running at once; more wait in a queue")
+    parser.add_argument("--no-warm-up", action="store_true", help="load the model on the first question instead")
+    return parser.parse_args(argv)
+
+
+def refuse_open_admin(host: str, password: str | None) -> None:
+    """Beyond loopback the admin tab (upload, delete, re-index, analytics) needs a password: exit otherwise."""
+    from kb.security import is_loopback_host
+
+    if not password and not is_loopback_host(host):
+        print(f"错误：--host {host} 会让其他机器访问本应用，包括知识库管理页（上传、删除文章、问答统计），"
+              "但没有设置管理密码。请设置环境变量 KB_ADMIN_PASSWORD（例如 "
+              "KB_ADMIN_PASSWORD=\"$(openssl rand -base64 18)\"），或只在本机监听：--host 127.0.0.1。",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
+def quiet_loggers() -> None:
+    """Libraries' routine INFO lines are not news on the console: faiss's CPU-feature probing, one line per
+    HTTP request of httpx (the queue warm-up, LLM calls)."""
+    for name in ("faiss.loader", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_EARLY = None
+if __name__ == "__main__":
+    # `python app.py`: check the arguments, then start the engine (kb/prestart.py: the index, or a first
+    # start's background build, and one warm answer) before gradio's import, which takes 4-6 s.
+    _ARGS = parse_args()
+    refuse_open_admin(_ARGS.host, os.environ.get("KB_ADMIN_PASSWORD"))
+    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_loggers()
+    from kb.prestart import EarlyEngine  # noqa: E402
+    _EARLY = EarlyEngine.start(warm=not _ARGS.no_warm_up)
+
 import gradio as gr  # noqa: E402
 
 from demos.runner import make_runner  # noqa: E402
@@ -39,8 +83,7 @@ from kb.ui.style import CSS, add_head  # noqa: E402
 
 __all__ = ["ChatApp", "create_app", "create_server", "build_state", "main"]
 
-ROOT = Path(__file__).resolve().parent
-
+WARM_WAIT_S = 10.0     # python app.py: how long the page waits for the early warm answer at most
 
 def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app: each tab builds its blocks, then each wires its events; `create_server` mounts it."""
@@ -107,13 +150,16 @@ def add_security(app, limits: Limits = LIMITS, site_url: str | None = None,
                        upload_folder=gr.utils.get_upload_folder(), api_arity=api_arity)
 
 
-def build_state(runs_dir: Path, max_demos: int, config: Config | None = None) -> ChatApp:
+def build_state(runs_dir: Path, max_demos: int, config: Config | None = None,
+                kb: KnowledgeBase | None = None) -> ChatApp:
+    """The app's state; `kb`: a knowledge base made already (kb/prestart.py), else one is made here."""
     from kb.embedding import make_embedder
     from kb.sentences import QueryMemoEmbedder
 
-    config = config or Config.from_env()
-    # The retrieval's question vector is reused to score answer sentences.
-    kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
+    if kb is None:
+        config = config or Config.from_env()
+        # The retrieval's question vector is reused to score answer sentences.
+        kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
     # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
     runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"),
                          max_queue=LIMITS.demo_queue_max, max_per_client=LIMITS.demo_per_client)
@@ -125,7 +171,13 @@ def prepare_index(kb: KnowledgeBase):
     (kb/warm_start.py; the page shows the progress). Returns the BuildProgress."""
     from kb import warm_start
 
-    progress = warm_start.start(kb)
+    warm_start.start(kb)
+    return announce_build(kb)
+
+
+def announce_build(kb: KnowledgeBase):
+    """Say on the console when a first start builds the index in the background; returns the BuildProgress."""
+    progress = kb.progress
     if progress.state == "building":
         print(f"首次启动：正在后台为 {kb.config.articles_dir} 建立语义索引（{kb.store.describe()}）；"
               f"在此期间回答只用关键词检索，进度显示在页面上。", file=sys.stderr, flush=True)
@@ -153,41 +205,66 @@ def warm_up(state: ChatApp) -> threading.Thread:
     return thread
 
 
-def refuse_open_admin(host: str, password: str | None) -> None:
-    """Beyond loopback the admin tab (upload, delete, re-index, analytics) needs a password: exit otherwise."""
-    from kb.security import is_loopback_host
+def warm_gradio_queue(host: str, port: int, timeout_s: float = 60.0) -> threading.Thread:
+    """Once the server listens, make one read-only call through gradio's queue (/list_articles, as
+    gradio_client calls it). Gradio's first queued call of a process costs 1-2 s more than the next ones
+    (measured at load average 3.4: 1.72 s, then 0.32 s, whatever the endpoint); without this the first
+    reader's question pays it. Nothing is logged: /list_articles is not a question."""
+    import time
 
-    if not password and not is_loopback_host(host):
-        print(f"错误：--host {host} 会让其他机器访问本应用，包括知识库管理页（上传、删除文章、问答统计），"
-              "但没有设置管理密码。请设置环境变量 KB_ADMIN_PASSWORD（例如 "
-              "KB_ADMIN_PASSWORD=\"$(openssl rand -base64 18)\"），或只在本机监听：--host 127.0.0.1。",
-              file=sys.stderr)
-        raise SystemExit(2)
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    base = f"http://[{target}]:{port}/" if ":" in target else f"http://{target}:{port}/"
+
+    def work():
+        import httpx
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with httpx.Client(base_url=base, timeout=30) as client:
+                    r = client.post("gradio_api/call/list_articles", json={"data": []})
+                    r.raise_for_status()
+                    client.get(f"gradio_api/call/list_articles/{r.json()['event_id']}").raise_for_status()
+                return
+            except httpx.ConnectError:
+                time.sleep(0.05)                  # not listening yet
+            except Exception as exc:  # noqa: BLE001 - an optimisation: one line, never a traceback
+                print(f"queue warm-up skipped: {str(exc)[:200]}", file=sys.stderr, flush=True)
+                return
+
+    thread = threading.Thread(target=work, name="kb-queue-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="技术博客知识库：问答、文章、演示")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / ".demo-runs", help="folder for demo runs")
-    parser.add_argument("--max-demos", type=int, default=2, help="demos running at once; more wait in a queue")
-    parser.add_argument("--no-warm-up", action="store_true", help="load the model on the first question instead")
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, early=None) -> None:
+    """Serve the app. `early`: the kb.prestart.EarlyEngine started before gradio's import (python app.py)."""
+    args = parse_args(argv)
     refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
 
     # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_loggers()
 
     try:
-        state = build_state(args.runs_dir, args.max_demos)
-        prepare_index(state.kb)
+        if early is None:
+            state = build_state(args.runs_dir, args.max_demos)
+            prepare_index(state.kb)
+        else:
+            state = build_state(args.runs_dir, args.max_demos, kb=early.knowledge_base())
+            announce_build(state.kb)
     except KBError as exc:
         raise SystemExit(f"error: {exc}") from None
     if not args.no_warm_up:
         warm_up(state)
     server = create_server(state, args.runs_dir)
+    if early is not None:
+        if not args.no_warm_up and not early.wait_warm(WARM_WAIT_S):
+            print(f"warm-up still running after {WARM_WAIT_S:g} s; serving anyway", file=sys.stderr, flush=True)
+        early.serving.set()        # a first start's build may load the model now
     print(f"serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    if not args.no_warm_up:
+        warm_gradio_queue(args.host, args.port)
     try:
         uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
     finally:
@@ -195,4 +272,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(early=_EARLY)

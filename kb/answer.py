@@ -27,6 +27,7 @@ from urllib.parse import quote
 from kb import followup
 from kb.llm import CitationFilter, LLMConfig, LLMError, complete, rewrite_messages, stream_grounded
 from kb.retrieval import Hit, SearchResult
+from kb.answer_markdown import escape_prose as _escape_prose, pieces_markdown
 from kb.compose import compose
 from kb.sentences import Candidate, code_block_of, pick_sentences, rank_texts
 
@@ -232,20 +233,8 @@ class AnswerStream:
                 citations.append(_citation_for(hit, numbers[key], self.kb) if hit is not None
                                  else _section_citation(self.kb, key, numbers[key]))
             link = citation_link(citations[numbers[key] - 1])
-            current: list[str] = []
-            for piece in pieces:
-                if piece.kind == "prose":
-                    current.append(f"{_escape_prose(piece.text)}{link}")
-                    weights[key[0]] = weights.get(key[0], 0.0) + 1.0 / n_prose
-                elif piece.kind == "intro":
-                    current.append(f"{piece.text.rstrip('：')}（出自 {link}）：")
-                else:
-                    if current:
-                        paragraphs.append("".join(current))
-                        current = []
-                    paragraphs.append(piece.text)
-            if current:
-                paragraphs.append("".join(current))
+            paragraphs += pieces_markdown(pieces, link)
+            weights[key[0]] = weights.get(key[0], 0.0) + sum(p.kind == "prose" for p in pieces) / n_prose
         self.answer.citations = citations
         self.answer.demos = rank_demos(self.kb, self.result.question, citations, weights)
         return [p + "\n\n" for p in paragraphs] + [sources_markdown(citations)]
@@ -361,20 +350,6 @@ def answer(kb, question: str, history: Sequence[Turn] = (), prefer_slug: str | N
     for _ in stream:
         pass
     return stream.answer
-
-
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-
-
-def _escape_prose(text: str) -> str:
-    """HTML in article prose is shown as text: '<' outside inline code becomes '&lt;'."""
-    out, pos = [], 0
-    for m in _CODE_SPAN.finditer(text):
-        out.append(text[pos:m.start()].replace("<", "&lt;"))
-        out.append(m.group(0))
-        pos = m.end()
-    out.append(text[pos:].replace("<", "&lt;"))
-    return "".join(out)
 
 
 def _join(*parts: str | None) -> str | None:

@@ -2,7 +2,7 @@
 
     plan = compose(embedder, question, hits, sections, article_sections)
     # sections: (slug, anchor) -> kb.articles.Section of the hits; article_sections: the top hit's article's
-    plan.groups   # [((slug, anchor), [Piece(kind="prose"|"block"|"intro", text)...]), ...] in answer order
+    plan.groups   # [((slug, anchor), [Piece(kind="prose"|"block"|"intro"|"heading", text, item...)...]), ...]
 
 The question's type (`question_type`: what / why / how / diff / code / formula) shapes the answer. Every prose
 sentence of the candidate sections is scored. With the fitted sentence model (kb/sentence_model.py, fitted on
@@ -16,28 +16,33 @@ where lexical is the IDF-free share of the question's content words the sentence
 rewards a definition for 是什么, a cause for 为什么, a command or inline code for 怎么/代码, a formula or a
 number for 公式/多少, a contrast for 区别. `select` then builds the answer: the best sentence opens it (from
 the top hit's article unless another article's is better by `switch`); more sentences follow while they stay
-within `floor` of it and the prose stays within MAX_CHARS; another section joins when its sentence is within
+within `floor` of it and the prose stays within MAX_CHARS, in the order of their score less `char_cost` per
+100 characters of prose their group brings (a long group must earn its room); a sentence whose predecessors
+are already in the answer continues their group; another section joins when its sentence is within
 `close_same` (same article) or `close_other` (another article) of the first, up to `max_sections`. Short
 answers continue with the sentences that follow the first one, up to `fill_chars`. The thresholds are the
 model's (fitted with it) or HAND_PARAMS.
 
-References are resolved, never left dangling (`dangling_references` checks a finished answer the same way):
-a sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it (or,
-right after a block, the lead-in sentence that brings that block, and the block), or is left out; a sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
-`$$` formula, table), or is left out; one that points back (上面的代码, 上例, 本文) is left out. An answer
-has at most one block; a code or how-to question without one gets its section's code block, a formula
-question its section's formula. This module knows sentences and blocks, not citations or Markdown links.
+Each sentence is offered with what it needs to stand alone (kb/references.py: the sentence before a
+connective, the block or list a lead-in announces, a list's lead-in, the heading a section's first 两者/它
+sentence refers to), or not at all; `dangling_references` checks a finished answer the same way. Chosen
+sentences are ordered: the opening group, the rest of its section in source order, then the other sections;
+a list is never cut up: its chosen items stay together in source order under their lead-in, and when the
+opening section's answer uses two or more items of a list, that list opens the answer. An answer has at
+most one block; a code or how-to question without one gets its section's code block, a formula question
+its section's formula. This module knows sentences and blocks, not citations or Markdown links.
 """
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from kb.sentences import CACHE, Unit, code_block_of, query_vector, section_units
+from kb.references import (BACKWARD, CONNECTIVE, FORWARD, REFERENT, _chars, _group, _groups,  # noqa: F401 (re-exported)
+                           answer_elements, dangling_references)
+from kb.sentences import CACHE, Unit, code_block_of, query_vector, section_units  # noqa: F401
 from kb.text import tokenize
 
 QUESTION_TYPES = ("diff", "why", "code", "formula", "how", "what")
@@ -66,13 +71,6 @@ CLOSE_OTHER = 0.01
 MIN_CHARS = 120
 MAX_CHARS = 450
 
-CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
-                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其|该|此|"
-                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地)")
-FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下表|下图|以下|这张表|下面是|见下")
-BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
-                      r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
-
 
 def question_type(question: str) -> str:
     """One of QUESTION_TYPES: what the first sentence of the answer must do (define, explain a cause, show
@@ -86,8 +84,11 @@ def question_type(question: str) -> str:
 
 @dataclass
 class Piece:
-    kind: str            # "prose" or "block"
-    text: str
+    kind: str            # "prose", "block", "intro" (the line before an added block) or "heading" (a section's
+    text: str            # heading as the lead-in of its first sentence)
+    item: int = -1       # a list item's sentence: its item (index of the item's first unit in its section)
+    list_id: int = -1    # ... and its list; -1 outside lists
+    mark: str = ""       # the item's Markdown mark ("-", "2.")
 
 
 @dataclass
@@ -116,42 +117,6 @@ class Cand:
     @property
     def key(self) -> tuple[str, str]:
         return self.slug, self.anchor
-
-
-def _group(units: list[Unit], i: int, depth: int = 0) -> list[Unit] | None:
-    """Unit i with what it needs to be understood on its own, in source order; None when that is impossible."""
-    u = units[i]
-    if u.kind != "prose" or BACKWARD.search(u.text):
-        return None
-    out = [u]
-    if CONNECTIVE.match(u.text):
-        if i == 0 or depth >= 2:
-            return None
-        if units[i - 1].kind == "block":
-            # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
-            before = _group(units, i - 2, depth + 1) if i >= 2 else None
-            if before is None or before[-1] is not units[i - 1]:
-                return None
-        else:
-            before = _group(units, i - 1, depth + 1)
-        if before is None:
-            return None
-        out = before + out
-    if FORWARD.search(u.text):
-        if i + 1 >= len(units) or units[i + 1].kind != "block":
-            return None
-        out.append(units[i + 1])
-    return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _groups(units: tuple[Unit, ...]) -> dict[int, list[Unit] | None]:
-    """`_group` of every prose unit of a section (cached: the same sections answer many questions)."""
-    return {u.index: _group(list(units), u.index) for u in units if u.kind == "prose"}
-
-
-def _chars(units: Sequence[Unit]) -> int:
-    return sum(len(u.text) for u in units if u.kind == "prose")
 
 
 @dataclass
@@ -205,7 +170,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
     keys = [(c, u.index) for c, u in prose]
     groups = {}
     for c in {c for c, _ in keys}:
-        groups.update(((c, i), g) for i, g in _groups(tuple(cands[c].units)).items())
+        groups.update(((c, i), g) for i, g in _groups(tuple(cands[c].units), cands[c].heading).items())
     if model is not None:
         X = sentence_model.features(question, qtype, cands, prose, cos)
         z = model.logits(X)
@@ -224,7 +189,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
 
 
 HAND_PARAMS = {"floor": FLOOR, "close_same": CLOSE_SAME, "close_other": CLOSE_OTHER, "max_sections": 2,
-               "fill_chars": MIN_CHARS, "switch": 0.0}
+               "fill_chars": MIN_CHARS, "switch": 0.0, "char_cost": 0.0}
 
 
 def compose(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = ()) -> Plan:
@@ -262,24 +227,46 @@ def select(scored: Scored, max_chars: int | None = None) -> Plan:
     def take(k) -> bool:
         nonlocal block_used
         g = groups[k]
-        keys = {(k[0], u.index) for u in g}
-        if keys & used:
+        if k in used:
             return False
+        units = cands[k[0]].units
+        # Several items of one list share its lead-in (or the section's heading): it is quoted once. A sentence
+        # whose predecessors are already in the answer continues the group that ends with them ("这样…" after
+        # the opening sentence); any other overlap would break a chain, which must stay together.
+        shared = [u for u in g if (k[0], u.index) in used]
+        host = None
+        if any(u.kind != "heading" and u.list_id < 0 and not (u.index + 1 < len(units) and units[u.index + 1].item == u.index + 1)
+               for u in shared):
+            fresh = g[len(shared):]
+            host = next((h for h in chosen.get(k[0], []) if h and h[-1] == shared[-1]), None)
+            if host is None or g[:len(shared)] != shared or not fresh or fresh[0].index != shared[-1].index + 1:
+                return False
+        g = [u for u in g if (k[0], u.index) not in used]
+        keys = {(k[0], u.index) for u in g}
         has_block = any(u.kind == "block" for u in g)
         if (has_block and block_used) or plan.prose_chars + _chars(g) > max_chars and chosen:
             return False
         if qtype == "code" and any(u.kind == "block" and not u.text.lstrip().startswith(("```", "~~~")) for u in g):
             return False   # the one block of a code question is code, not a formula or a table
-        chosen.setdefault(k[0], []).append(g)
+        if host is not None:
+            host.extend(g)
+        else:
+            chosen.setdefault(k[0], []).append(g)
         used.update(keys)
         block_used = block_used or has_block
         plan.prose_chars += _chars(g)
         return True
 
     take(best)
-    for k in ranked[1:]:
+    # After the opening, a long group (a sentence with the lead-in and list it needs) must earn its room:
+    # the order is the score less `char_cost` per 100 characters of prose the group adds.
+    cost = prm.get("char_cost", 0.0)
+    rest = sorted(ranked[1:], key=lambda k: -(rel[k] - cost * _chars(groups[k]) / 100)) if cost else ranked[1:]
+    for k in rest:
         c = k[0]
         if rel[k] < top - prm["floor"]:
+            if cost:
+                continue
             break
         if c != best[0] and c not in chosen:
             same_article = cands[c].slug == cands[best[0]].slug
@@ -303,11 +290,22 @@ def select(scored: Scored, max_chars: int | None = None) -> Plan:
             take(k)
 
     # Answer order: the opening group, the rest of its section in source order, then the other sections.
+    # A list is never cut up: when the opening is a list item, the list's chosen items come with it.
     for c in [best[0], *[c for c in chosen if c != best[0]]]:
         gs = chosen[c]
         first, rest = (gs[0], gs[1:]) if c == best[0] else ([], gs)
-        ordered = first + [u for g in sorted(rest, key=lambda g: g[0].index) for u in g]
-        plan.groups.append((cands[c].key, [Piece(u.kind, u.text) for u in ordered]))
+        lists = {u.list_id for u in first if u.list_id >= 0}
+        if c == best[0] and not lists:
+            # A list of the opening section with two or more chosen items is the answer's core: it opens.
+            starts = [u.list_id for g in rest for u in g if u.list_id >= 0 and u.item == u.index]
+            lists = {lid for lid in starts if starts.count(lid) >= 2}
+        if lists:
+            pulled = [g for g in rest if any(u.list_id in lists for u in g)]
+            first = sorted(first + [u for g in pulled for u in g], key=lambda u: u.index)
+            rest = [g for g in rest if not any(g is p for p in pulled)]
+        rest = sorted((u for g in rest for u in g), key=lambda u: u.index)
+        ordered = first + rest
+        plan.groups.append((cands[c].key, [Piece(u.kind, u.text, u.item, u.list_id, u.mark) for u in ordered]))
 
     if not plan.has_block and qtype in ("code", "how", "formula"):
         _add_block(plan, cands, qtype, chosen)
@@ -327,65 +325,3 @@ def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:
             intro = "公式：" if qtype == "formula" else "示例代码："
             plan.groups.append((cands[c].key, [Piece("intro", intro), Piece("block", block)]))
             return
-
-
-# Checking a finished answer -------------------------------------------------------------------------------
-
-_LINK = re.compile(r"\[\[\d+\]\]\([^)]*\)")
-_FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.S | re.M)
-_FORMULA = re.compile(r"^\$\$.*?\$\$[ \t]*$", re.S | re.M)
-_SENTENCE_END = re.compile(r"(?<=[。！？；])")
-
-
-def answer_elements(text: str) -> list[tuple[str, str]]:
-    """A finished answer's body (before 来源) as ("prose", sentence) and ("block", block) in reading order,
-    citation links removed and HTML escapes undone."""
-    body = text.split("**来源**", 1)[0]
-    out: list[tuple[str, str]] = []
-    pos = 0
-    spans = sorted([(m.start(), m.end()) for m in _FENCE.finditer(body)] +
-                   [(m.start(), m.end()) for m in _FORMULA.finditer(body)])
-    for start, end in [*spans, (len(body), len(body))]:
-        if start < pos:
-            continue
-        for line in body[pos:start].split("\n"):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("|"):
-                if out and out[-1][0] == "block" and out[-1][1].startswith("|"):
-                    out[-1] = ("block", out[-1][1] + "\n" + line)
-                else:
-                    out.append(("block", line))
-                continue
-            line = _LINK.sub("", line).replace("&lt;", "<")
-            out.extend(("prose", s.strip()) for s in _SENTENCE_END.split(line) if s.strip())
-        if end > start:
-            out.append(("block", body[start:end]))
-        pos = end
-    return out
-
-
-def dangling_references(text: str, sections: Sequence) -> list[str]:
-    """Why the answer leaves a reference dangling (empty when none): a connective sentence not preceded by
-    its source predecessor, a pointer to a block that does not follow (or precede), a self-reference."""
-    elements = answer_elements(text)
-    reasons = []
-    for i, (kind, s) in enumerate(elements):
-        if kind != "prose":
-            continue
-        nxt = elements[i + 1] if i + 1 < len(elements) else None
-        if FORWARD.search(s) and (nxt is None or nxt[0] != "block"):
-            reasons.append(f"points at a block that does not follow: {s[:40]}")
-        if BACKWARD.search(s):
-            reasons.append(f"points back at something not shown: {s[:40]}")
-        if CONNECTIVE.match(s):
-            prev = elements[i - 1][1] if i > 0 else None
-            if prev is None or not any(_follows(sec.text, prev, s) for sec in sections):
-                reasons.append(f"opens with a connective without its predecessor: {s[:40]}")
-    return reasons
-
-
-def _follows(section_text: str, prev: str, sentence: str) -> bool:
-    units = [u for u in section_units(section_text) if u.kind != "skip"]
-    return any(a.text == prev and b.text == sentence for a, b in zip(units, units[1:]))

@@ -37,6 +37,7 @@ LAMBDA = 0.7
 DROP = 0.12             # stop when relevance is this far below the best sentence
 MIN_CHARS = 8
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)、])\s+|^\s*>\s?")
+_ITEM_MARK = re.compile(r"\s*(?:[-*+]|(\d+)[.)、])\s+")
 # Sentences that only point at a neighbouring code block or listing, or describe the article itself
 # ("本文从内存问题出发……"), read badly on their own in an answer.
 _POINTER = re.compile(r"^(?:上面|下面|如下|下例|上例|这段代码|这段|运行结果|输出[为是：:]|本文|本节|本篇|这篇文章|下文)")
@@ -68,8 +69,12 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
 @dataclass(frozen=True)
 class Unit:
     index: int
-    kind: str            # "prose", "block" (code, $$ formula, table) or "skip" (heading, too short)
+    kind: str            # "prose", "block" (code, $$ formula, table), "skip" (heading, too short) or
+                         # "heading" (a section's heading brought as the lead-in of its first sentence)
     text: str            # the sentence without its list mark, or the whole block
+    item: int = -1       # in a list item: the index of the item's first unit; -1 outside lists
+    list_id: int = -1    # in a list: the index of the list's first unit; -1 outside lists
+    mark: str = ""       # in a list item: its mark as Markdown writes it again ("-" or "3.")
 
 
 def section_units(text: str) -> list[Unit]:
@@ -88,21 +93,35 @@ def _section_units(text: str) -> tuple[Unit, ...]:
             units.append(Unit(len(units), "block", "\n".join(table)))
             table.clear()
 
+    item = list_id = -1
+    mark = ""
     for u in chunk_units(text, 400):
         raw = text[u.start:u.end].strip()
         if not raw:
             continue
         if raw.startswith("|"):
             table.append(raw)
+            item = list_id = -1
             continue
         flush()
         if u.atomic:
             units.append(Unit(len(units), "block", raw))
+            item = list_id = -1
             continue
+        # A list item is one line: its first sentence carries the mark, the next ones continue the item.
+        start = text.index(raw, u.start)
+        line_start = text.rfind("\n", 0, start) + 1
+        m = _ITEM_MARK.match(raw)
+        if m is not None and not text[line_start:start].strip():
+            item = len(units)
+            list_id = item if list_id < 0 else list_id
+            mark = f"{m.group(1)}." if m.group(1) else "-"
+        elif item < 0 or not _ITEM_MARK.match(text, line_start):
+            item = list_id = -1
         sentence = _LIST_MARK.sub("", raw).strip()
         # Too short, a heading, or a question the article asks (its answer follows; the question is none).
         kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") or sentence.endswith(("？", "?")) else "prose"
-        units.append(Unit(len(units), kind, sentence))
+        units.append(Unit(len(units), kind, sentence, item, list_id, mark if item >= 0 else ""))
     flush()
     return tuple(units)
 

@@ -32,6 +32,7 @@ from kb.text import tokenize
 
 log = logging.getLogger("kb")
 
+GATE_TIMEOUT_S = 60.0           # the longest a build waits for its gate (see `start`)
 PHASES = {"bm25": "建立关键词索引", "model": "加载嵌入模型", "chunks": "向量化文章片段", "sentences": "向量化答案句子", "": "准备"}
 
 
@@ -126,8 +127,12 @@ class Interim:
         return self._retriever
 
 
-def start(kb, background: bool = True) -> BuildProgress:
-    """Make `kb` answer now; build the semantic index in a thread when there is no usable one."""
+def start(kb, background: bool = True, gate: threading.Event | None = None) -> BuildProgress:
+    """Make `kb` answer now; build the semantic index in a thread when there is no usable one.
+
+    `gate`: the build makes the BM25-only retriever at once but loads the model (on a first start: exports
+    the ONNX file, seconds of busy Python) only once `gate` is set, or after GATE_TIMEOUT_S; the app sets
+    it when its page is ready to be served, so the export does not slow the start of the page."""
     progress = kb.progress
     reason = kb.try_load()
     if reason is None:
@@ -139,14 +144,14 @@ def start(kb, background: bool = True) -> BuildProgress:
     kb.reload_articles()                       # in this thread: the page lists the articles at once
     interim = Interim()
     kb.serve_interim(interim, LexicalEmbedder())
-    thread = threading.Thread(target=_build, args=(kb, progress, interim), name="kb-index-build", daemon=True)
+    thread = threading.Thread(target=_build, args=(kb, progress, interim, gate), name="kb-index-build", daemon=True)
     thread.start()
     if not background:
         thread.join()
     return progress
 
 
-def _build(kb, progress: BuildProgress, interim: Interim) -> None:
+def _build(kb, progress: BuildProgress, interim: Interim, gate: threading.Event | None = None) -> None:
     t0 = time.perf_counter()
     try:
         try:
@@ -154,6 +159,8 @@ def _build(kb, progress: BuildProgress, interim: Interim) -> None:
         except Exception as exc:
             interim.set(None, exc)
             raise
+        if gate is not None:
+            gate.wait(GATE_TIMEOUT_S)
         progress.update("model", 0, 0)
         kb.model_embedder.embed_query("预热")                  # loads the model (makes the ONNX file once)
         progress.update("chunks", 0, 0)

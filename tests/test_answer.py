@@ -253,11 +253,30 @@ def test_answer_shape_per_question_type(kb, question, qtype, slug, terms):
     assert chars <= 450 or len(prose) == 1, f"{chars} characters of prose: {a.text}"
     assert len(blocks) <= 1, f"at most one block (code output aside): {blocks}"
     assert any(t in a.text for t in terms), f"none of {terms} in {a.text}"
-    assert elements[0][0] == "prose", "the answer opens with a sentence"
+    opening = [kind for kind, _ in elements if kind != "heading"]
+    assert opening[0] == "prose" and elements[0][0] in ("prose", "heading"), \
+        "the answer opens with a sentence (or with the heading a list or a sentence hangs from)"
     sections = [s for c in a.citations for s in kb.articles[c.slug].sections]
     assert dangling_references(a.text, sections) == []
     if qtype == "code":
         assert blocks and blocks[0].startswith("```python"), "a code question shows code"
+
+
+@pytest.mark.slow
+def test_a_how_question_answered_by_a_list_opens_with_the_list_in_source_order(kb):
+    """pdb 里怎么打印变量: the section's list of commands is the answer. It comes first, under the section's
+    heading, as a Markdown list in the article's order (p, pp, a, display), not as a run-on paragraph."""
+    a = answer(kb, "pdb 里怎么打印变量？")
+    lines = re.sub(r"\[\[\d+\]\]\([^)]*\)", "", a.text).split("\n")
+    assert lines[0] == "**打印变量：p、pp、a 与 display**：", a.text
+    assert lines[1].startswith("- `p 表达式`（print）：求值并打印表达式的 `repr`"), a.text
+    items = [line.split("`")[1] for line in lines if line.startswith("- `")]
+    assert items[:2] == ["p 表达式", "pp 表达式"], items
+    order = ["p 表达式", "pp 表达式", "a", "display 表达式"]
+    assert [order.index(i) for i in items] == sorted(order.index(i) for i in items), f"not in source order: {items}"
+    sections = [s for c in a.citations for s in kb.articles[c.slug].sections]
+    from kb.compose import dangling_references
+    assert dangling_references(a.text, sections) == []
 
 
 @pytest.mark.slow

@@ -117,8 +117,9 @@ def test_select_respects_the_budget_and_the_section_limit():
     plan = select(_scored(rel, params={"floor": 10, "close_same": 10, "close_other": 10, "max_sections": 2,
                                        "fill_chars": 0}), max_chars=60)
     assert plan.prose_chars <= 60, plan.prose_chars
-    assert _texts(plan) == [(("gen", "a"), ["生成器是"]), (("gc", "c"), ["垃圾回收"]), (("gen", "b"), ["列表一次"])], \
-        "by score: gen a, gc c (max_sections 2 reached, 列表… skipped), then the fill up to MIN_CHARS within 60 chars"
+    assert _texts(plan) == [(("gen", "a"), ["生成器是", "它只保存"]), (("gc", "c"), ["垃圾回收"])], \
+        "by score: gen a, then 它只保存… (its predecessor is already in: it continues that group), then gc c; " \
+        "max_sections 2 is reached and 列表… (26 characters) no longer fits in 60"
 
 
 def test_candidates_add_the_top_articles_other_sections_once():
@@ -171,3 +172,125 @@ def test_a_sentence_about_the_formula_above_brings_the_formula_and_its_lead_in()
     answer = f"{group[0].text}{link}\n\n{group[1].text}\n\n{group[2].text}{link}\n\n**来源**\n\n1. [x](y)"
     assert dangling_references(answer, sections) == [], answer
     assert dangling_references(f"{group[2].text}{link}", sections) != [], "其中… alone still dangles"
+
+
+# Lists and heading lead-ins ----------------------------------------------------------------------------------
+
+LISTS = """以下操作会让引用计数加 1：
+
+- 对象被创建并绑定到名字上，例如 `a = []`；
+- 对象被赋值给另一个名字。它和原名字指向同一个对象。
+- 对象被放进容器，例如 `lst.append(a)`。
+
+引用计数降到 0 时对象立即被回收。
+"""
+OPENING_LIST = """- `p 表达式`（print）：求值并打印表达式的 `repr`。
+- `pp 表达式`（pretty print）：用 `pprint` 模块格式化输出。
+- `display 表达式`：登记一个监视表达式。`undisplay` 取消监视。
+
+其实直接输入变量名也会打印它的值。
+"""
+
+
+def test_list_items_know_their_item_list_and_mark():
+    units = section_units(LISTS)
+    got = [(u.index, u.item, u.list_id, u.mark, u.text[:6]) for u in units]
+    assert got == [(0, -1, -1, "", "以下操作会让"), (1, 1, 1, "-", "对象被创建并"), (2, 2, 1, "-", "对象被赋值给"),
+                   (3, 2, 1, "-", "它和原名字指"), (4, 4, 1, "-", "对象被放进容"), (5, -1, -1, "", "引用计数降到")], got
+    numbered = section_units("步骤如下：\n\n1. 安装依赖包。\n2. 运行测试命令。\n")
+    assert [(u.item, u.mark) for u in numbered] == [(-1, ""), (1, "1."), (2, "2.")]
+
+
+def test_a_list_item_brings_its_lead_in_and_a_continuation_its_item():
+    units = section_units(LISTS)
+    texts = lambda g: None if g is None else [u.text[:6] for u in g]
+    assert texts(_group(units, 4)) == ["以下操作会让", "对象被放进容"], "an item brings the lead-in ending in ："
+    assert texts(_group(units, 3)) == ["以下操作会让", "对象被赋值给", "它和原名字指"], \
+        "a later sentence of an item brings the item's first sentence (and the lead-in)"
+    assert texts(_group(units, 0)) == ["以下操作会让", "对象被创建并", "对象被赋值给", "它和原名字指", "对象被放进容"], \
+        "a lead-in ending in ：brings its (short) list instead of being left out"
+    opening = section_units(OPENING_LIST)
+    assert [(u.kind, u.text[:6]) for u in _group(opening, 1, heading="打印变量：p、pp 与 display")] == [
+        ("heading", "打印变量：p"), ("prose", "`pp 表达")], "a list that opens its section hangs from the heading"
+
+
+def test_a_first_sentence_about_the_heading_gets_the_heading_as_lead_in():
+    units = section_units("两者都支持负数索引：`-1` 表示最后一个元素。越界访问会抛出 `IndexError`。\n")
+    assert _group(units, 0) is None, "两者… with no heading to lean on cannot stand"
+    group = _group(units, 0, heading="索引与负数索引")
+    assert [(u.kind, u.text[:4]) for u in group] == [("heading", "索引与负"), ("prose", "两者都支")]
+    sections = [Section("idx", "索引与负数索引", 3, ("T", "索引与负数索引"), "两者都支持负数索引：`-1` 表示最后一个元素。越界访问会抛出 `IndexError`。\n", 1)]
+    link = "[[1]](article/x#idx)"
+    ok = f"**索引与负数索引**：两者都支持负数索引：`-1` 表示最后一个元素。{link}\n\n**来源**"
+    assert answer_elements(ok)[:2] == [("heading", "索引与负数索引"), ("prose", "两者都支持负数索引：`-1` 表示最后一个元素。")]
+    assert dangling_references(ok, sections) == []
+    wrong = f"**切片**：两者都支持负数索引：`-1` 表示最后一个元素。{link}"
+    assert dangling_references(wrong, sections) != [], "another heading does not resolve 两者"
+
+
+def _plan_of(text, heading, rel_by_text, params=None):
+    cands = [Cand("pdb", "p", heading, 0, section_units(text), 0.8)]
+    rel, groups = {}, {}
+    for i, g in _groups(tuple(cands[0].units), heading).items():
+        rel[(0, i)] = rel_by_text.get(cands[0].units[i].text[:4], -5.0)
+        groups[(0, i)] = g
+    prm = {**HAND_PARAMS, "floor": 2.0, "fill_chars": 0, **(params or {})}
+    return select(Scored("how", cands, rel, groups, prm))
+
+
+def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_markdown():
+    from kb.answer_markdown import pieces_markdown as _markdown
+
+    plan = _plan_of(OPENING_LIST, "打印变量：p、pp 与 display",
+                    {"`dis": 1.0, "`p 表": 0.9, "其实直接": 0.5, "`pp ": 0.4})
+    pieces = plan.groups[0][1]
+    assert [(p.kind, p.text[:5]) for p in pieces] == [
+        ("heading", "打印变量："), ("prose", "`p 表达"), ("prose", "`pp 表"), ("prose", "`disp"), ("prose", "其实直接输")], \
+        "the best sentence is an item: the list's chosen items follow the heading in source order, then the rest"
+    md = _markdown(pieces, "[[1]](a#p)")
+    assert md == ["**打印变量：p、pp 与 display**：\n"
+                  "- `p 表达式`（print）：求值并打印表达式的 `repr`。[[1]](a#p)\n"
+                  "- `pp 表达式`（pretty print）：用 `pprint` 模块格式化输出。[[1]](a#p)\n"
+                  "- `display 表达式`：登记一个监视表达式。[[1]](a#p)",
+                  "其实直接输入变量名也会打印它的值。[[1]](a#p)"], md
+    sections = [Section("p", "打印变量：p、pp 与 display", 3, ("T", "打印变量：p、pp 与 display"), OPENING_LIST, 1)]
+    text = "\n\n".join(md) + "\n\n**来源**"
+    assert dangling_references(text, sections) == []
+    assert [k for k, _ in answer_elements(text)] == ["heading"] + ["prose"] * 4
+
+
+def test_numbered_items_are_renumbered_and_a_lead_in_sentence_keeps_its_list():
+    from kb.answer_markdown import pieces_markdown as _markdown
+
+    text = "排查顺序如下：\n\n1. 先看服务的错误日志。\n2. 再看服务的配置文件。\n3. 最后重启服务的进程。\n\n这样通常能找到原因所在。\n"
+    plan = _plan_of(text, "排查", {"最后重启": 1.0, "先看服务": 0.8})
+    md = _markdown(plan.groups[0][1], "[[1]](a#p)")
+    assert md[0] == ("排查顺序如下：[[1]](a#p)\n1. 先看服务的错误日志。[[1]](a#p)\n2. 再看服务的配置文件。[[1]](a#p)\n"
+                     "3. 最后重启服务的进程。[[1]](a#p)"), md
+    sections = [Section("s", "排查", 3, ("T", "排查"), text, 1)]
+    assert dangling_references("\n\n".join(md), sections) == []
+    cut = "排查顺序如下：[[1]](a#p)\n\n其余略。"
+    assert dangling_references(cut, sections) != [], "a lead-in ending in ：without its list dangles"
+
+
+def test_a_connective_sentence_continues_the_group_its_predecessor_is_in():
+    """因此… needs 它只保存…, which is already in the answer with the opening sentence: it joins right after it
+    (before, the overlap made it lose its place; gen b only fills the answer up to MIN_CHARS)."""
+    plan = select(_scored({"它只保存": 1.0, "因此它很": 0.8, "生成器是": -5.0},
+                          params={"floor": 2.0, "fill_chars": 0, "max_sections": 1}))
+    assert _texts(plan)[0] == (("gen", "a"), ["生成器是", "它只保存", "因此它很"]), _texts(plan)
+    text = "".join(p.text + "[[1]](a#a)" for p in plan.groups[0][1])
+    assert dangling_references(text, [Section("a", "生成器", 2, ("T", "生成器"), A, 1)]) == []
+
+
+def test_char_cost_makes_a_long_group_earn_its_room():
+    """因此… scores 1.0 but brings its two predecessors (51 characters); 列表支持… scores 0.8 alone (14). Without
+    a cost the long group takes the budget (70); at 2 logits per 100 characters the short sentence goes first and
+    the long group no longer fits (the opening's article still fills with 它只保存…, which brings 生成器是…)."""
+    rel = {"列表一次": 2.0, "因此它很": 1.0, "列表支持": 0.8}
+    params = {"floor": 10, "close_same": 10, "fill_chars": 0, "max_sections": 3}
+    plain = select(_scored(rel, params={**params, "char_cost": 0.0}), max_chars=70)
+    assert _texts(plain) == [(("gen", "b"), ["列表一次"]), (("gen", "a"), ["生成器是", "它只保存", "因此它很"])]
+    costed = select(_scored(rel, params={**params, "char_cost": 2.0}), max_chars=70)
+    assert _texts(costed) == [(("gen", "b"), ["列表一次", "列表支持"]), (("gen", "a"), ["生成器是", "它只保存"])]
+    assert (plain.prose_chars, costed.prose_chars) == (66, 64)

@@ -75,6 +75,28 @@ def test_bm25_while_building_then_hybrid_without_restart(tmp_path):
     assert kb2.search("元组").retrieval == "hybrid" and again.calls == []
 
 
+def test_a_gate_holds_the_model_until_the_page_is_ready(tmp_path):
+    """app.py passes a gate (kb/prestart.py): BM25 answers at once, the model is loaded only once it opens."""
+    corpus = write_corpus(tmp_path / "articles")
+
+    class Counting(FakeEmbedder):
+        loaded = 0
+
+        def _embed(self, texts, is_query):
+            type(self).loaded += 1
+            return super()._embed(texts, is_query)
+
+    gate = threading.Event()
+    kb = KnowledgeBase(Config(articles_dir=corpus, home=tmp_path / "home"), embedder=Counting(TERMS))
+    progress = warm_start.start(kb, gate=gate)
+    assert kb.search("循环引用 gc").hits[0].chunk.slug == "refs", "BM25 answers before the gate opens"
+    time.sleep(0.3)
+    assert progress.state == "building" and progress.phase == "bm25" and Counting.loaded == 0, progress.as_dict()
+    gate.set()
+    wait_ready(progress)
+    assert Counting.loaded > 0 and kb.search("循环引用 gc").retrieval == "hybrid"
+
+
 def test_failed_build_keeps_serving_bm25(tmp_path, caplog):
     class Broken(FakeEmbedder):
         def _embed(self, texts, is_query):

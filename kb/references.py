@@ -1,0 +1,195 @@
+"""What a sentence of an article needs to be quoted on its own, and the check that a finished answer
+leaves no reference dangling.
+
+    _group(units, i, heading=...)        # unit i with what it brings, in source order; None: cannot stand
+    dangling_references(answer_text, sections)   # [] when every reference is resolved
+
+A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it (or,
+right after a block, the lead-in sentence that brings that block, and the block), or is left out; a
+section's first sentence that refers to the section's subject (两者…, 它…) gets the heading as its lead-in
+(**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
+`$$` formula, table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文)
+is left out. A list item brings its list's lead-in (the sentence ending in ：before the list, or the heading
+of a section the list opens); a later sentence of an item brings the item's first sentence. The check reads a
+finished Markdown answer (list items, **heading**： lead-ins, blocks) and applies the same rules. This module
+knows sentence units (kb.sentences), not scores, citations or rendering.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import replace
+from typing import Sequence
+
+from kb.sentences import Unit, section_units
+
+CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
+                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
+                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地)")
+FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下表|下图|以下(?:操作|几|面|性质|内容|代码|命令|步骤|方法|方式|[是为：:])|这张表|下面是|见下")
+# A section's first sentence that opens with one of these usually means the section's subject (its heading).
+REFERENT = re.compile(r"^(?:两者|二者|它们|它|其|该|此|这(?![样里时么]))")
+_ENDS = tuple("。！？；.!?;）)”」")
+LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the list is this short
+BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
+                      r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
+
+
+
+def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward: bool = True) -> list[Unit] | None:
+    """Unit i with what it needs to be understood on its own, in source order; None when that is impossible.
+    `heading`: the section's heading, the lead-in of a first sentence that refers to it (两者…, 它…) and of a
+    list that opens the section. `forward=False`: the block or list the sentence announces is brought anyway."""
+    u = units[i]
+    if u.kind != "prose" or BACKWARD.search(u.text):
+        return None
+    opens_section = all(v.kind == "skip" for v in units[:i])
+    out = [u]
+    if CONNECTIVE.match(u.text):
+        if heading and opens_section and REFERENT.match(u.text):
+            out = [Unit(-1, "heading", heading), u]      # "**索引与负数索引**：两者都支持…"
+        elif i == 0 or depth >= 2:
+            return None
+        elif units[i - 1].kind == "block":
+            # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
+            before = _group(units, i - 2, depth + 1, heading) if i >= 2 else None
+            if before is None or before[-1] is not units[i - 1]:
+                return None
+            out = before + out
+        else:
+            before = _group(units, i - 1, depth + 1, heading)
+            if before is None:
+                return None
+            out = before + out
+    if u.item >= 0 and u.item != i and not any(v.index == u.item for v in out):
+        # A later sentence of a list item continues the item: the item's earlier sentences come first.
+        earlier = [v for v in units[u.item:i] if v.kind == "prose"]
+        if not earlier or any(BACKWARD.search(v.text) for v in earlier):
+            return None
+        out = earlier + [v for v in out if v not in earlier]
+    if out[0].list_id >= 0 and out[0].kind != "heading":
+        # A list item needs its list's lead-in ("以下操作会让引用计数加 1：…"), or the heading of the section it opens.
+        lead = _lead_in(units, out[0].list_id, depth, heading)
+        if lead is None:
+            return None
+        out = [v for v in lead if v not in out] + out
+    # "前向 SDE 的边缘密度满足" cut at the line break before its formula announces that formula too.
+    unfinished = i + 1 < len(units) and units[i + 1].kind == "block" and not u.text.rstrip().endswith(_ENDS)
+    if forward and (FORWARD.search(u.text) or unfinished):
+        if i + 1 < len(units) and units[i + 1].kind == "block":
+            out.append(units[i + 1])
+        elif i + 1 < len(units) and units[i + 1].item == i + 1 and u.item < 0:
+            # A lead-in to a list brings the list, or its items' first sentences.
+            items = [v for v in units if v.list_id == i + 1 and v.kind != "block"]
+            if _chars(items) > LIST_CHARS:
+                items = [v for v in items if v.item == v.index and not CONNECTIVE.match(v.text)]
+            if _chars(items) > LIST_CHARS or not items:
+                return None
+            out += items
+        else:
+            return None
+    return out
+
+
+def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[Unit] | None:
+    """What a list item brings before it: the lead-in sentence ending in ：(with what that needs), the section's
+    heading when the list opens the section, nothing after an ordinary sentence; None: the lead-in cannot stand."""
+    before = units[list_id - 1] if list_id > 0 else None
+    if before is not None and before.kind != "block" and before.text.rstrip().endswith(("：", ":")):
+        if before.kind == "skip":
+            return [replace(before, kind="prose")]     # "**优点**："
+        return _group(units, list_id - 1, depth + 1, heading, forward=False)
+    if heading and all(v.kind == "skip" for v in units[:list_id]):
+        return [Unit(-1, "heading", heading)]
+    return []
+
+
+@functools.lru_cache(maxsize=4096)
+def _groups(units: tuple[Unit, ...], heading: str = "") -> dict[int, list[Unit] | None]:
+    """`_group` of every prose unit of a section (cached: the same sections answer many questions)."""
+    return {u.index: _group(list(units), u.index, heading=heading) for u in units if u.kind == "prose"}
+
+
+def _chars(units: Sequence[Unit]) -> int:
+    return sum(len(u.text) for u in units if u.kind == "prose")
+
+
+# Checking a finished answer -------------------------------------------------------------------------------
+
+_LINK = re.compile(r"\[\[\d+\]\]\([^)]*\)")
+_FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.S | re.M)
+_FORMULA = re.compile(r"^\$\$.*?\$\$[ \t]*$", re.S | re.M)
+_SENTENCE_END = re.compile(r"(?<=[。！？；])")
+_ITEM_LINE = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
+_HEADING_LEAD = re.compile(r"^\*\*([^*\n]+)\*\*[：:]")
+
+
+def _elements(text: str) -> list[tuple[str, str, bool]]:
+    """`answer_elements` with a third field: the sentence is in a Markdown list item."""
+    body = text.split("**来源**", 1)[0]
+    out: list[tuple[str, str, bool]] = []
+    pos = 0
+    spans = sorted([(m.start(), m.end()) for m in _FENCE.finditer(body)] +
+                   [(m.start(), m.end()) for m in _FORMULA.finditer(body)])
+    for start, end in [*spans, (len(body), len(body))]:
+        if start < pos:
+            continue
+        for line in body[pos:start].split("\n"):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("|"):
+                if out and out[-1][0] == "block" and out[-1][1].startswith("|"):
+                    out[-1] = ("block", out[-1][1] + "\n" + line, False)
+                else:
+                    out.append(("block", line, False))
+                continue
+            item = _ITEM_LINE.match(line)
+            line = line[item.end():] if item else line
+            lead = None if item else _HEADING_LEAD.match(line)
+            if lead:
+                out.append(("heading", lead.group(1), False))
+                line = line[lead.end():]
+            line = _LINK.sub("", line).replace("&lt;", "<")
+            out.extend(("prose", s.strip(), bool(item)) for s in _SENTENCE_END.split(line) if s.strip())
+        if end > start:
+            out.append(("block", body[start:end], False))
+        pos = end
+    return out
+
+
+def answer_elements(text: str) -> list[tuple[str, str]]:
+    """A finished answer's body (before 来源) as ("prose", sentence), ("block", block) and ("heading", a section
+    heading shown as a lead-in: **heading**：) in reading order, list marks and citation links removed and HTML
+    escapes undone."""
+    return [(kind, t) for kind, t, _ in _elements(text)]
+
+
+def dangling_references(text: str, sections: Sequence) -> list[str]:
+    """Why the answer leaves a reference dangling (empty when none): a connective sentence not preceded by
+    its source predecessor (or, for a section's first sentence, by its heading), a pointer to a block or list
+    that does not follow, a self-reference."""
+    elements = _elements(text)
+    reasons = []
+    for i, (kind, s, item) in enumerate(elements):
+        if kind != "prose":
+            continue
+        nxt = elements[i + 1] if i + 1 < len(elements) else None
+        if FORWARD.search(s) and (nxt is None or not (nxt[0] == "block" or (nxt[2] and not item))):
+            reasons.append(f"points at a block that does not follow: {s[:40]}")
+        if BACKWARD.search(s):
+            reasons.append(f"points back at something not shown: {s[:40]}")
+        if CONNECTIVE.match(s):
+            prev = elements[i - 1] if i > 0 else None
+            if prev is None or not any(_follows(sec, prev, s) for sec in sections):
+                reasons.append(f"opens with a connective without its predecessor: {s[:40]}")
+    return reasons
+
+
+def _follows(section, prev: tuple, sentence: str) -> bool:
+    """`sentence` comes right after `prev` in the section: its source predecessor, or the section's heading
+    before the section's first sentence."""
+    units = [u for u in section_units(section.text) if u.kind != "skip"]
+    if prev[0] == "heading":
+        return bool(units) and prev[1] == section.heading and units[0].text == sentence and bool(REFERENT.match(sentence))
+    return any(a.text == prev[1] and b.text == sentence for a, b in zip(units, units[1:]))
