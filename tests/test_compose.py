@@ -294,3 +294,9 @@ def test_char_cost_makes_a_long_group_earn_its_room():
     costed = select(_scored(rel, params={**params, "char_cost": 2.0}), max_chars=70)
     assert _texts(costed) == [(("gen", "b"), ["列表一次", "列表支持"]), (("gen", "a"), ["生成器是", "它只保存"])]
     assert (plain.prose_chars, costed.prose_chars) == (66, 64)
+
+
+def test_a_subject_with_ze_contrasts_with_the_sentence_before():
+    units = section_units("DP 是单进程多线程，受 GIL 限制。DDP 则在多进程之间只交换梯度。规则是每个进程一份模型。\n")
+    assert [u.text[:4] for u in _group(units, 1)] == ["DP 是", "DDP "], "X 则… brings the sentence it contrasts with"
+    assert [u.text[:4] for u in _group(units, 2)] == ["规则是每"], "规则 is a word, not a contrast"
