@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OOS_BANK = ROOT / "tests" / "data" / "refusal_oos.txt"
 TRAIN_DATA = ROOT / "tests" / "data" / "refusal_train.jsonl"
 PROBES = ROOT / "tests" / "data" / "refusal_probes.jsonl"
-FEATURES = ("rule_margin", "unknown_share", "lead_name_off", "lead_off_topic", "top_coverage", "dense_margin")
+FEATURES = ("rule_margin", "unknown_share", "lead_name_off", "lead_off_topic", "unknown_word", "char_coverage")
 MAX_DEV_FALSE_REFUSALS = 0.02
 # The hand-set rule's boundaries (kb.config's defaults): its margin is the first feature.
 RULE = {"min_coverage": 0.54, "min_dense": 0.78, "max_agreement_rank": 5, "candidates": 20}

@@ -86,11 +86,12 @@ class Evidence:
     char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
     unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
     dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
-    # Over the question's content terms only (kb.refusal.content_terms: no generic verbs, plural -s dropped):
-    top_coverage: float = 0.0      # IDF-weighted share of them in the first-ranked chunk
+    # From the question's content terms (kb.refusal.content_terms: no generic verbs, plural -s dropped):
     lead_name_off: float = 0.0     # 1.0 when a Chinese question opens with a capitalised name (Java, Rust, C++) that the
                                    # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
     lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin and not in those headings
+    unknown_word: float = 0.0      # 1.0 when a content term is a real word no chunk contains: a Latin word (asyncio) or
+                                   # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count
 
 
 @dataclass(frozen=True)
@@ -228,23 +229,6 @@ class HybridRetriever:
                 found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
         return found / total
 
-    def content_coverage(self, terms: tuple[str, ...], row: int) -> float:
-        """IDF-weighted share of the content `terms` (kb.refusal.content_terms) that chunk `row` contains. A CJK
-        term no chunk contains counts by its characters only when jieba's dictionary does not know it (a typo,
-        a colloquial compound); a real word the corpus lacks (所有权) counts as missing."""
-        from kb.refusal import dictionary_word
-        if not terms:
-            return 0.0
-        found = total = 0.0
-        for t in terms:
-            w = self.stem_idf.get(t, self.unknown_idf)
-            total += w
-            if t in self.doc_stems[row]:
-                found += w
-            elif t not in self.stem_idf and _CJK_WORD.match(t) and not dictionary_word(t):
-                found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
-        return found / total
-
     def lead_off_topic(self, terms: tuple[str, ...], row: int) -> float:
         if not terms or not terms[0].isascii() or all(t.isascii() for t in terms):
             return 0.0
@@ -318,7 +302,7 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
-        from kb.refusal import content_terms
+        from kb.refusal import content_terms, dictionary_word
         terms = content_terms(tokens, self.stem_idf.__contains__)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
@@ -332,9 +316,9 @@ class HybridRetriever:
             char_coverage=max((self.char_coverage(grams, r) for r in top_rows), default=0.0),
             unknown_share=self.unknown_share(tokens),
             dense_margin=float(dense_top[0][1] - dense_top[min(9, len(dense_top) - 1)][1]) if dense_top else 0.0,
-            top_coverage=self.content_coverage(terms, ranked[0]) if ranked else 0.0,
             lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
-            lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0)
+            lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
+            unknown_word=float(any(t not in self.stem_idf and (t.isascii() or dictionary_word(t)) for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)
         if not answerable:
