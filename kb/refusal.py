@@ -1,22 +1,31 @@
 """Calibrated refusal: a logistic regression over the retrieval evidence, fitted on generated questions.
 
     python -m kb.refusal fit [--home DIR]        # regenerate tests/data/refusal_train.jsonl, refit kb/refusal_model.json
-    python -m kb.refusal report [--home DIR]     # the fitted decision on tests/data/devset.jsonl, per split
+    python -m kb.refusal report [--home DIR]     # the decision on tests/data/devset.jsonl and refusal_probes.jsonl, per split
 
-Features (`features`): the margin of the hand-set rule (coverage of the question's IDF-weighted words by the
-best BM25 chunk; top cosine with both rankers agreeing on a chunk; see `rule_margin`) and the IDF-weighted share
-of the question's words that no chunk contains (Kotlin, Redis, 红烧肉). P(answerable) = sigmoid(w · standardized
+Features (`features`, all from kb.retrieval's `Evidence`): the margin of the hand-set rule (coverage of the
+question's IDF-weighted words by the best BM25 chunk; top cosine with both rankers agreeing on a chunk; see
+`rule_margin`); the IDF-weighted share of the question's words that no chunk contains (Kotlin, Redis, 红烧肉);
+the share of the question's character bigrams in one top chunk (a typo keeps most of them); and three over the
+question's content terms (`content_terms`: no English function words in an English question, no generic word
+the corpus lacks such as 安排 or 搞, judged by jieba's general-corpus dictionary; a plural -s dropped):
+`unknown_word` (a real word no chunk contains: a Latin word, or a word of jieba's dictionary: asyncio, 简历,
+所有权; a typo is not one), `lead_name_off` and `lead_off_topic` (a Chinese question whose subject, its first
+term, is a Latin name that the first-ranked article's title and headings do not name: "Java 的内存模型是什么"
+is answered from an article that mentions Java once in passing). P(answerable) = sigmoid(w · standardized
 features + b), fitted on the generated data; answerable when P >= threshold, the threshold chosen on the "dev"
-split of tests/data/devset.jsonl (at most MAX_DEV_FALSE_REFUSALS refused); the "test" split is never used.
-Tried and dropped (held-out figures in README): the raw evidence (cosine, dense margin, coverage, agreement,
-BM25) and an IDF-weighted character-bigram coverage as separate features, also with interactions and gradient
-boosting: the generated questions overlap the out-of-scope bank too much there, and on the dev split
-they refused fewer out-of-scope questions at the same false-refusal rate.
+split of tests/data/devset.jsonl (at most MAX_DEV_FALSE_REFUSALS refused); the "test" split is never used for
+fitting. The feature set was chosen by the dev splits of the dev set and of tests/data/refusal_probes.jsonl
+(`report` prints both; README has the table). Tried and dropped (README): dense margin, coverage of the content
+terms by the first-ranked chunk, the share of Latin terms absent from the top article's headings (identifiers
+such as register_hook are in the text, not the headings), and before that gradient boosting and interactions.
 
 Training data (`generate`): answerable questions written from every section's heading and from the content
 words of its first sentences (templates: definition, why, how, keyword-only, colloquial, English/mixed, and
 a typo variant of each), labelled 1; the hand-written bank of out-of-scope questions in
-tests/data/refusal_oos.txt and colloquial/typo variants of them, labelled 0. Only the threshold sees real
+tests/data/refusal_oos.txt (with the articles' own topics in other languages and frameworks: Java's GC, Go's
+generators) and colloquial/typo variants of them, labelled 0; "PyTorch 的…"-style questions naming the
+article's own subject are answerable. Only the threshold sees real
 questions (the dev split); `report` and `kb eval --answers` give the figures on the held-out test split. scikit-learn fits (it is already a
 dependency of sentence-transformers); at run time the decision is a dot product over the JSON coefficients,
 so answering never imports scikit-learn.

@@ -91,7 +91,8 @@ class Evidence:
                                    # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
     lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin and not in those headings
     unknown_word: float = 0.0      # 1.0 when a content term is a real word no chunk contains: a Latin word (asyncio) or
-                                   # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count
+                                   # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count;
+                                   # 1.0 also when the question has no content term
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,9 @@ class HybridRetriever:
             dense_margin=float(dense_top[0][1] - dense_top[min(9, len(dense_top) - 1)][1]) if dense_top else 0.0,
             lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
             lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
-            unknown_word=float(any(t not in self.stem_idf and (t.isascii() or dictionary_word(t)) for t in terms)))
+            # A question with no content term at all (😀, "？？") has nothing the corpus could hold, like unknown_share.
+            unknown_word=float(not terms or any(t not in self.stem_idf and (t.isascii() or dictionary_word(t))
+                                                for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)
         if not answerable:
