@@ -27,6 +27,7 @@ from urllib.parse import quote
 from kb import followup
 from kb.llm import CitationFilter, LLMConfig, LLMError, complete, rewrite_messages, stream_grounded
 from kb.retrieval import Hit, SearchResult
+from kb.answer_markdown import escape_prose as _escape_prose, pieces_markdown
 from kb.compose import compose
 from kb.sentences import Candidate, code_block_of, pick_sentences, rank_texts
 
@@ -232,7 +233,7 @@ class AnswerStream:
                 citations.append(_citation_for(hit, numbers[key], self.kb) if hit is not None
                                  else _section_citation(self.kb, key, numbers[key]))
             link = citation_link(citations[numbers[key] - 1])
-            paragraphs += _markdown(pieces, link)
+            paragraphs += pieces_markdown(pieces, link)
             weights[key[0]] = weights.get(key[0], 0.0) + sum(p.kind == "prose" for p in pieces) / n_prose
         self.answer.citations = citations
         self.answer.demos = rank_demos(self.kb, self.result.question, citations, weights)
@@ -349,72 +350,6 @@ def answer(kb, question: str, history: Sequence[Turn] = (), prefer_slug: str | N
     for _ in stream:
         pass
     return stream.answer
-
-
-def _markdown(pieces, link: str) -> list[str]:
-    """One cited section's pieces as Markdown paragraphs: sentences each followed by `link`; a list's items as
-    a Markdown list in source order (one line per item, numbered lists renumbered from 1), right under the
-    sentence or heading that leads into it; a heading lead-in as **heading**：; blocks on their own."""
-    paragraphs: list[str] = []
-    para: list[str] = []                   # the sentences of the paragraph being written
-    items: list[str] = []                  # the lines of the list being written
-    lead = ""                              # what the list hangs from (its lead-in sentence or heading)
-    current = (-1, -1)                     # (list, item) of the last list line
-
-    def end_list() -> None:
-        nonlocal lead
-        if items:
-            paragraphs.append("\n".join(([lead] if lead else []) + items))
-            items.clear()
-        lead = ""
-
-    def end_para() -> None:
-        if para:
-            paragraphs.append("".join(para))
-            para.clear()
-
-    for piece in pieces:
-        if piece.kind == "prose" and piece.item >= 0:
-            text = f"{_escape_prose(piece.text)}{link}"
-            if items and (piece.list_id, piece.item) == current:
-                items[-1] += text
-                continue
-            if not items or piece.list_id != current[0]:
-                end_list()
-                lead = "".join(para)
-                para.clear()
-            mark = "-" if piece.mark in ("", "-") else f"{len(items) + 1}."
-            items.append(f"{mark} {text}")
-            current = (piece.list_id, piece.item)
-            continue
-        end_list()
-        if piece.kind == "prose":
-            para.append(f"{_escape_prose(piece.text)}{link}")
-        elif piece.kind == "heading":
-            end_para()
-            para.append(f"**{_escape_prose(piece.text.replace('*', ''))}**：")
-        elif piece.kind == "intro":
-            para.append(f"{piece.text.rstrip('：')}（出自 {link}）：")
-        else:
-            end_para()
-            paragraphs.append(piece.text)
-    end_list()
-    end_para()
-    return paragraphs
-
-
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-
-
-def _escape_prose(text: str) -> str:
-    """HTML in article prose is shown as text: '<' outside inline code becomes '&lt;'."""
-    out, pos = [], 0
-    for m in _CODE_SPAN.finditer(text):
-        out.append(text[pos:m.start()].replace("<", "&lt;"))
-        out.append(m.group(0))
-        pos = m.end()
-    out.append(text[pos:].replace("<", "&lt;"))
-    return "".join(out)
 
 
 def _join(*parts: str | None) -> str | None:

@@ -5,7 +5,7 @@
     kb status [--json]                           per article: indexed, changed, new, deleted, unreadable
     kb eval tests/data/devset.jsonl [--compare]  hit@k, MRR, keyword recall, refusal; baselines side by side
     kb ask "生成器为什么省内存？" [--article SLUG] [--json]   the chat's answer; --batch FILE.jsonl for many
-    kb bench [--scale 100000,1000000] [--backends torch,onnx,onnx-int8]
+    kb bench [--scale 100000,1000000] [--backends torch,onnx,onnx-int8] [--build-rounds N]
                                                  backends side by side, build/incremental/query timings, ANN scale run
     kb report [--days 30] [--json] [--csv FILE]  readers' questions: top, refused (not covered yet), feedback, demos
 
@@ -179,8 +179,10 @@ def cmd_bench(args) -> int:
     unknown = [b for b in backends if b not in EMBED_BACKENDS]
     if unknown:
         raise QueryError(f"--backends: unknown backend {', '.join(unknown)} (one of {', '.join(EMBED_BACKENDS)})")
+    if not 1 <= args.build_rounds <= 20:
+        raise QueryError("--build-rounds must be a whole number from 1 to 20")
     report = run_bench(config, scales=scales, queries=args.queries, devset=args.devset, backends=backends,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       log=lambda m: print(m, file=sys.stderr, flush=True), build_rounds=args.build_rounds)
     print(json.dumps(dataclasses.asdict(report), indent=1) if args.json else format_report(report))
     return 0
 
@@ -256,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", type=int, default=200, help="queries for the ANN scale run")
     s.add_argument("--backends", default="torch,onnx,onnx-int8",
                    help="embedding backends compared side by side ('' to skip)")
+    s.add_argument("--build-rounds", type=int, default=1,
+                   help="build each backend's index this many times, round-robin, and report the median")
     s.add_argument("--devset", default=None, help="questions for the latency run (default: tests/data/devset.jsonl)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)

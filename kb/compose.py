@@ -16,7 +16,9 @@ where lexical is the IDF-free share of the question's content words the sentence
 rewards a definition for 是什么, a cause for 为什么, a command or inline code for 怎么/代码, a formula or a
 number for 公式/多少, a contrast for 区别. `select` then builds the answer: the best sentence opens it (from
 the top hit's article unless another article's is better by `switch`); more sentences follow while they stay
-within `floor` of it and the prose stays within MAX_CHARS; another section joins when its sentence is within
+within `floor` of it and the prose stays within MAX_CHARS, in the order of their score less `char_cost` per
+100 characters of prose their group brings (a long group must earn its room); a sentence whose predecessors
+are already in the answer continues their group; another section joins when its sentence is within
 `close_same` (same article) or `close_other` (another article) of the first, up to `max_sections`. Short
 answers continue with the sentences that follow the first one, up to `fill_chars`. The thresholds are the
 model's (fitted with it) or HAND_PARAMS.
@@ -187,7 +189,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
 
 
 HAND_PARAMS = {"floor": FLOOR, "close_same": CLOSE_SAME, "close_other": CLOSE_OTHER, "max_sections": 2,
-               "fill_chars": MIN_CHARS, "switch": 0.0}
+               "fill_chars": MIN_CHARS, "switch": 0.0, "char_cost": 0.0}
 
 
 def compose(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = ()) -> Plan:
@@ -228,12 +230,17 @@ def select(scored: Scored, max_chars: int | None = None) -> Plan:
         if k in used:
             return False
         units = cands[k[0]].units
-        # Several items of one list share its lead-in (or the section's heading): it is quoted once. Any other
-        # overlap would break a chain of connectives, which must stay together.
+        # Several items of one list share its lead-in (or the section's heading): it is quoted once. A sentence
+        # whose predecessors are already in the answer continues the group that ends with them ("这样…" after
+        # the opening sentence); any other overlap would break a chain, which must stay together.
         shared = [u for u in g if (k[0], u.index) in used]
+        host = None
         if any(u.kind != "heading" and u.list_id < 0 and not (u.index + 1 < len(units) and units[u.index + 1].item == u.index + 1)
                for u in shared):
-            return False
+            fresh = g[len(shared):]
+            host = next((h for h in chosen.get(k[0], []) if h and h[-1] == shared[-1]), None)
+            if host is None or g[:len(shared)] != shared or not fresh or fresh[0].index != shared[-1].index + 1:
+                return False
         g = [u for u in g if (k[0], u.index) not in used]
         keys = {(k[0], u.index) for u in g}
         has_block = any(u.kind == "block" for u in g)
@@ -241,16 +248,25 @@ def select(scored: Scored, max_chars: int | None = None) -> Plan:
             return False
         if qtype == "code" and any(u.kind == "block" and not u.text.lstrip().startswith(("```", "~~~")) for u in g):
             return False   # the one block of a code question is code, not a formula or a table
-        chosen.setdefault(k[0], []).append(g)
+        if host is not None:
+            host.extend(g)
+        else:
+            chosen.setdefault(k[0], []).append(g)
         used.update(keys)
         block_used = block_used or has_block
         plan.prose_chars += _chars(g)
         return True
 
     take(best)
-    for k in ranked[1:]:
+    # After the opening, a long group (a sentence with the lead-in and list it needs) must earn its room:
+    # the order is the score less `char_cost` per 100 characters of prose the group adds.
+    cost = prm.get("char_cost", 0.0)
+    rest = sorted(ranked[1:], key=lambda k: -(rel[k] - cost * _chars(groups[k]) / 100)) if cost else ranked[1:]
+    for k in rest:
         c = k[0]
         if rel[k] < top - prm["floor"]:
+            if cost:
+                continue
             break
         if c != best[0] and c not in chosen:
             same_article = cands[c].slug == cands[best[0]].slug

@@ -178,8 +178,8 @@ class OnnxEmbedder(Embedder):
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {k: v for k, v in feeds.items() if k in self._inputs}
 
-    def _encode_batch(self, texts: list[str], session=None) -> np.ndarray:
-        return (session or self._session).run(None, self._feeds(texts))[0]
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        return self._session.run(None, self._feeds(texts))[0]
 
     def _embed(self, texts, is_query):
         self.load()

@@ -25,7 +25,9 @@ from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
                         r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
-                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地)")
+                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地|"
+                        # "DDP 则…", "生成器对象则只有…": a subject and 则 contrast with the sentence before.
+                        r"[^，。；,：]{1,12}?(?<![否规原法准实])则)")
 FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下表|下图|以下(?:操作|几|面|性质|内容|代码|命令|步骤|方法|方式|[是为：:])|这张表|下面是|见下")
 # A section's first sentence that opens with one of these usually means the section's subject (its heading).
 REFERENT = re.compile(r"^(?:两者|二者|它们|它|其|该|此|这(?![样里时么]))")

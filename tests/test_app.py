@@ -4,6 +4,7 @@ import html
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -330,3 +331,38 @@ def test_gradio_client_ask_and_run_demo(tmp_path_factory):
     assert "python-list-tuple" in slugs and len(slugs) == len(list(ARTICLES.glob("*.md")))
     with pytest.raises(Exception, match="问题为空"):
         client.predict("", "", "[]", api_name="/ask")
+
+
+@pytest.mark.slow
+def test_queue_warm_up_is_one_read_only_call(tmp_path_factory, capsys):
+    """app.py warms gradio's queue once the server listens (its first queued call costs 1-2 s): the call
+    completes, logs no question, and a server that is not this app gets one line, never a traceback."""
+    import http.server
+
+    import app
+    live = live_app(tmp_path_factory)
+    qlog = live.state.question_log
+    before = len(qlog.questions()) if qlog is not None else 0
+    thread = app.warm_gradio_queue("127.0.0.1", live.port, timeout_s=30)
+    thread.join(60)
+    assert not thread.is_alive(), "the warm-up call did not finish"
+    assert "queue warm-up skipped" not in capsys.readouterr().err
+    assert (len(qlog.questions()) if qlog is not None else 0) == before, "the warm-up logged a question"
+
+    class NotGradio(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), NotGradio)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        thread = app.warm_gradio_queue("127.0.0.1", other.server_address[1], timeout_s=10)
+        thread.join(30)
+    finally:
+        other.shutdown()
+    err = capsys.readouterr().err
+    assert err.count("queue warm-up skipped") == 1 and "404" in err and "Traceback" not in err, err

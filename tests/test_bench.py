@@ -66,11 +66,23 @@ def test_backends_side_by_side_with_deltas_against_torch(tmp_path):
                       '{"id": "q2", "question": "gc 回收什么", "articles": ["b-gen"]}\n'
                       '{"id": "q3", "question": "量子计算的前景", "articles": []}\n', encoding="utf-8")
     fakes = {"torch": FakeEmbedder(TERMS), "onnx-int8": FakeEmbedder(TERMS[:2])}
+    logged: list[str] = []
     rows = bench_backends(Config(articles_dir=folder, home=tmp_path / "home"), ["torch", "onnx-int8"],
-                          str(devset), log=lambda m: None, embedders=fakes)
+                          str(devset), log=logged.append, embedders=fakes, rounds=3)
     assert [r.backend for r in rows] == ["torch", "onnx-int8"]
     torch_row, int8 = rows
     assert fakes["torch"].calls and fakes["onnx-int8"].calls, "each backend built its own index"
+    chunks = 4
+    assert fakes["torch"].calls == fakes["onnx-int8"].calls == [chunks] * 3, "three full builds of 4 chunks each"
+    assert [m for m in logged if "round" in m] == [
+        "bench: build round 2 of 3, backend onnx-int8", "bench: build round 2 of 3, backend torch",
+        "bench: build round 3 of 3, backend torch", "bench: build round 3 of 3, backend onnx-int8"], \
+        "round-robin: each round starts with the next backend"
+    for r in rows:
+        assert len(r.builds) == len(r.build_loads) == 3 and r.build_s == sorted(r.builds)[1], "median of 3"
+        assert r.chunks_per_s == pytest.approx(chunks / r.build_s)
+        assert r.build_cpu_s > 0 and all(load >= 0 for load in r.build_loads)
+    assert int8.build_cpu_speedup == pytest.approx(torch_row.build_cpu_s / int8.build_cpu_s)
     assert set(torch_row.metrics) == set(METRICS) and torch_row.deltas == {}
     assert int8.deltas == {k: round(int8.metrics[k] - torch_row.metrics[k], 4) for k in METRICS}
     assert torch_row.build_speedup == 1.0 and torch_row.embed_speedup == 1.0
@@ -79,4 +91,12 @@ def test_backends_side_by_side_with_deltas_against_torch(tmp_path):
     assert not (tmp_path / "home").exists(), "the user's index is never written"
     from kb.bench import BenchReport
     text = format_report(BenchReport(backends=rows))
-    assert "| backend | load s (first / cached) |" in text and "\n| onnx-int8 | " in text, text
+    assert "| backend | load s (first / cached) | build s (each build) |" in text and "\n| onnx-int8 | " in text, text
+    line = next(x for x in text.splitlines() if x.startswith("| onnx-int8 | "))
+    assert f"| {int8.build_s:.1f} ({', '.join(f'{x:.1f}' for x in int8.builds)}) |" in line, line
+
+
+def test_cli_refuses_bad_build_rounds(capsys):
+    from kb.cli import main
+    assert main(["bench", "--scale", "", "--backends", "", "--build-rounds", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "kb: error: --build-rounds must be a whole number from 1 to 20"

@@ -117,8 +117,9 @@ def test_select_respects_the_budget_and_the_section_limit():
     plan = select(_scored(rel, params={"floor": 10, "close_same": 10, "close_other": 10, "max_sections": 2,
                                        "fill_chars": 0}), max_chars=60)
     assert plan.prose_chars <= 60, plan.prose_chars
-    assert _texts(plan) == [(("gen", "a"), ["生成器是"]), (("gc", "c"), ["垃圾回收"]), (("gen", "b"), ["列表一次"])], \
-        "by score: gen a, gc c (max_sections 2 reached, 列表… skipped), then the fill up to MIN_CHARS within 60 chars"
+    assert _texts(plan) == [(("gen", "a"), ["生成器是", "它只保存"]), (("gc", "c"), ["垃圾回收"])], \
+        "by score: gen a, then 它只保存… (its predecessor is already in: it continues that group), then gc c; " \
+        "max_sections 2 is reached and 列表… (26 characters) no longer fits in 60"
 
 
 def test_candidates_add_the_top_articles_other_sections_once():
@@ -238,7 +239,7 @@ def _plan_of(text, heading, rel_by_text, params=None):
 
 
 def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_markdown():
-    from kb.answer import _markdown
+    from kb.answer_markdown import pieces_markdown as _markdown
 
     plan = _plan_of(OPENING_LIST, "打印变量：p、pp 与 display",
                     {"`dis": 1.0, "`p 表": 0.9, "其实直接": 0.5, "`pp ": 0.4})
@@ -259,7 +260,7 @@ def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_mark
 
 
 def test_numbered_items_are_renumbered_and_a_lead_in_sentence_keeps_its_list():
-    from kb.answer import _markdown
+    from kb.answer_markdown import pieces_markdown as _markdown
 
     text = "排查顺序如下：\n\n1. 先看服务的错误日志。\n2. 再看服务的配置文件。\n3. 最后重启服务的进程。\n\n这样通常能找到原因所在。\n"
     plan = _plan_of(text, "排查", {"最后重启": 1.0, "先看服务": 0.8})
@@ -270,3 +271,32 @@ def test_numbered_items_are_renumbered_and_a_lead_in_sentence_keeps_its_list():
     assert dangling_references("\n\n".join(md), sections) == []
     cut = "排查顺序如下：[[1]](a#p)\n\n其余略。"
     assert dangling_references(cut, sections) != [], "a lead-in ending in ：without its list dangles"
+
+
+def test_a_connective_sentence_continues_the_group_its_predecessor_is_in():
+    """因此… needs 它只保存…, which is already in the answer with the opening sentence: it joins right after it
+    (before, the overlap made it lose its place; gen b only fills the answer up to MIN_CHARS)."""
+    plan = select(_scored({"它只保存": 1.0, "因此它很": 0.8, "生成器是": -5.0},
+                          params={"floor": 2.0, "fill_chars": 0, "max_sections": 1}))
+    assert _texts(plan)[0] == (("gen", "a"), ["生成器是", "它只保存", "因此它很"]), _texts(plan)
+    text = "".join(p.text + "[[1]](a#a)" for p in plan.groups[0][1])
+    assert dangling_references(text, [Section("a", "生成器", 2, ("T", "生成器"), A, 1)]) == []
+
+
+def test_char_cost_makes_a_long_group_earn_its_room():
+    """因此… scores 1.0 but brings its two predecessors (51 characters); 列表支持… scores 0.8 alone (14). Without
+    a cost the long group takes the budget (70); at 2 logits per 100 characters the short sentence goes first and
+    the long group no longer fits (the opening's article still fills with 它只保存…, which brings 生成器是…)."""
+    rel = {"列表一次": 2.0, "因此它很": 1.0, "列表支持": 0.8}
+    params = {"floor": 10, "close_same": 10, "fill_chars": 0, "max_sections": 3}
+    plain = select(_scored(rel, params={**params, "char_cost": 0.0}), max_chars=70)
+    assert _texts(plain) == [(("gen", "b"), ["列表一次"]), (("gen", "a"), ["生成器是", "它只保存", "因此它很"])]
+    costed = select(_scored(rel, params={**params, "char_cost": 2.0}), max_chars=70)
+    assert _texts(costed) == [(("gen", "b"), ["列表一次", "列表支持"]), (("gen", "a"), ["生成器是", "它只保存"])]
+    assert (plain.prose_chars, costed.prose_chars) == (66, 64)
+
+
+def test_a_subject_with_ze_contrasts_with_the_sentence_before():
+    units = section_units("DP 是单进程多线程，受 GIL 限制。DDP 则在多进程之间只交换梯度。规则是每个进程一份模型。\n")
+    assert [u.text[:4] for u in _group(units, 1)] == ["DP 是", "DDP "], "X 则… brings the sentence it contrasts with"
+    assert [u.text[:4] for u in _group(units, 2)] == ["规则是每"], "规则 is a word, not a contrast"
