@@ -205,6 +205,9 @@ def test_parallel_document_embedding_gives_the_serial_vectors(onnx_cache, backen
         sessions = e.worker_sessions()
         assert len(sessions) == workers, f"{workers} worker sessions, got {len(sessions)}"
         assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1] * workers
+        if backend == "onnx-int8":      # one copy of the large weights for all workers, not one each
+            assert "bert.embeddings.word_embeddings.weight" in e._shared and len(e._shared) == 14, \
+                f"token and position tables, 4 QKV, 8 int8 feed-forward matrices shared: {sorted(e._shared)}"
         seen: list = []
         import threading
         barrier = threading.Barrier(workers)
