@@ -86,6 +86,13 @@ class Evidence:
     char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
     unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
     dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
+    # From the question's content terms (kb.refusal.content_terms: no generic verbs, plural -s dropped):
+    lead_name_off: float = 0.0     # 1.0 when a Chinese question opens with a capitalised name (Java, Rust, C++) that the
+                                   # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
+    lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin and not in those headings
+    unknown_word: float = 0.0      # 1.0 when a content term is a real word no chunk contains: a Latin word (asyncio) or
+                                   # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count;
+                                   # 1.0 also when the question has no content term
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,14 @@ class HybridRetriever:
         n = len(docs)
         self.idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items()}
         self.unknown_idf = math.log((n + 0.5) / 0.5 + 1)      # a token no chunk contains
+        from kb.refusal import stem
+        self.doc_stems = [{stem(t) for t in d} for d in self.doc_tokens]
+        stem_df = Counter(t for d in self.doc_stems for t in d)
+        self.stem_idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in stem_df.items()}
+        # What each article is about: the stems of its title and headings (a term met in passing is not there).
+        self.topic_stems: dict[str, set[str]] = {}
+        for c in index.chunks:
+            self.topic_stems.setdefault(c.slug, set()).update(stem(t) for t in tokenize(" ".join(c.heading_path)))
 
     def coverage(self, tokens: list[str], row: int) -> float:
         """IDF-weighted share of the distinct `tokens` that chunk `row` contains.
@@ -214,6 +229,20 @@ class HybridRetriever:
             elif t not in self.idf and _CJK_WORD.match(t):
                 found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
         return found / total
+
+    def lead_off_topic(self, terms: tuple[str, ...], row: int) -> float:
+        if not terms or not terms[0].isascii() or all(t.isascii() for t in terms):
+            return 0.0
+        return float(terms[0] not in self.topic_stems.get(self.index.chunks[row].slug, set()))
+
+    def lead_name_off(self, question: str, terms: tuple[str, ...], row: int) -> float:
+        m = _LEAD_NAME.match(question)
+        if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
+            return 0.0
+        from kb.refusal import stem
+        name = stem(m.group(1).lower())
+        topic = self.topic_stems.get(self.index.chunks[row].slug, set())
+        return 0.0 if any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
 
     def char_coverage(self, grams: set[str], row: int) -> float:
         """IDF-weighted share of the question's character bigrams (and Latin words) that chunk `row` contains:
@@ -274,6 +303,8 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
+        from kb.refusal import content_terms, dictionary_word
+        terms = content_terms(tokens, self.stem_idf.__contains__)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
@@ -285,7 +316,12 @@ class HybridRetriever:
             tokens=tuple(tokens),
             char_coverage=max((self.char_coverage(grams, r) for r in top_rows), default=0.0),
             unknown_share=self.unknown_share(tokens),
-            dense_margin=float(dense_top[0][1] - dense_top[min(9, len(dense_top) - 1)][1]) if dense_top else 0.0)
+            dense_margin=float(dense_top[0][1] - dense_top[min(9, len(dense_top) - 1)][1]) if dense_top else 0.0,
+            lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
+            lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
+            # A question with no content term at all (😀, "？？") has nothing the corpus could hold, like unknown_share.
+            unknown_word=float(not terms or any(t not in self.stem_idf and (t.isascii() or dictionary_word(t))
+                                                for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)
         if not answerable:
@@ -295,6 +331,7 @@ class HybridRetriever:
                             retrieval="hybrid" if self.dense else "bm25")
 
 
+_LEAD_NAME = re.compile(r"\s*([A-Z][A-Za-z]*[+#]*)(?![A-Za-z0-9_.])")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9_]+")
 

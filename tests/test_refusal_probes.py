@@ -1,0 +1,77 @@
+"""Refusal on new-user questions the refusal model never saw (tests/data/refusal_probes.jsonl).
+
+The probes were written before the refit: in-scope questions across all twelve articles in a new user's words
+(colloquial, English, mixed, a typo, near-synonyms) and out-of-scope questions of the hard kind (the articles'
+topics in other languages and frameworks). Only their dev half guided the choice of features; the figures
+asserted here are those measured on the test half (README, refusal section), so a regression shows.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from kb.refusal import FEATURES, features, load_model, probe_rates
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBES = [json.loads(line) for line in (ROOT / "tests" / "data" / "refusal_probes.jsonl").read_text(
+    encoding="utf-8").splitlines() if line.strip()]
+
+# The issue's own examples, wrongly decided before this refit.
+NAMED = {
+    "EDM 的采样步长是怎么安排的？": True,      # generic verb 安排 is not in the corpus
+    "how does ddp sync gradients": True,      # English, plural 'gradients'
+    "Java 的内存模型是什么": False,            # 'java' occurs in the object-reference article in passing
+    "Rust 的所有权是什么": False,              # 所有权 matched by its characters
+}
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory):
+    from shared_app import real_kb
+    return real_kb(tmp_path_factory)
+
+
+def test_probe_file_is_balanced_and_holds_the_named_questions():
+    assert len(PROBES) >= 80, f"only {len(PROBES)} probes"
+    for split in ("dev", "test"):
+        part = [p for p in PROBES if p["split"] == split]
+        answerable = sum(p["answerable"] for p in part)
+        assert answerable == len(part) - answerable, f"{split}: {answerable} answerable of {len(part)}"
+    by_question = {p["question"]: p for p in PROBES}
+    assert len(by_question) == len(PROBES), "duplicate probe questions"
+    for q, expected in NAMED.items():
+        assert by_question[q]["split"] == "test" and by_question[q]["answerable"] is expected, q
+    bank = {line.strip() for line in (ROOT / "tests" / "data" / "refusal_oos.txt").read_text(
+        encoding="utf-8").splitlines()}
+    assert not bank & set(by_question), f"probes in the training bank: {bank & set(by_question)}"
+
+
+@pytest.mark.slow
+def test_the_issues_named_questions_are_decided_right(kb):
+    model = load_model()
+    assert model is not None and model.applies_to(kb.embedder.model_id), "the fitted refusal model is not in use"
+    for question, expected in NAMED.items():
+        result = kb.search(question)
+        e = result.evidence
+        assert result.answerable is expected, (
+            f"{question!r}: answerable={result.answerable}, expected {expected}; "
+            f"features {dict(zip(FEATURES, features(e).round(3)))}, P={model.probability(e):.3f} "
+            f"vs threshold {model.threshold:.3f}")
+    # The evidence behind the decisions, as designed: 安排 is a generic word (jieba's dictionary) the corpus lacks,
+    # so it is no content term and no unknown word; Java is the Java question's subject but not the top article's;
+    # 所有权 is a real word no chunk contains.
+    assert kb.search("EDM 的采样步长是怎么安排的？").evidence.unknown_word == 0.0
+    java = kb.search("Java 的内存模型是什么").evidence
+    assert (java.lead_name_off, java.lead_off_topic) == (1.0, 1.0), java
+    assert kb.search("Rust 的所有权是什么").evidence.unknown_word == 1.0
+
+
+@pytest.mark.slow
+def test_probe_test_half_rates(kb):
+    rates = probe_rates(kb, [p for p in PROBES if p["split"] == "test"])["test"]
+    refused = rates["refused"] / rates["out_of_scope"]
+    false_refusals = rates["false_refusals"] / rates["answerable"]
+    # Measured 2026-12-01 (README): 19/22 refused, 0/22 falsely refused; before the refit 17/22 and 3/22.
+    assert refused >= 19 / 22, f"refused {rates['refused']}/{rates['out_of_scope']} out-of-scope probes; wrong: {rates['wrong']}"
+    assert false_refusals <= 0.0, (
+        f"falsely refused {rates['false_refusals']}/{rates['answerable']} answerable probes; wrong: {rates['wrong']}")
