@@ -43,9 +43,9 @@ class Config:
     # How the model runs: "torch" (sentence-transformers), "onnx" (ONNX Runtime, float32) or "onnx-int8"
     # (ONNX Runtime, dynamic int8 quantization); the ONNX file is made on first use into home/onnx.
     # Default onnx-int8, the fastest whose dev-set figures stay within 0.01 of torch's: with the fused graph
-    # (kb/onnx_embed.py) every dev-set figure equals torch's; builds 2.1-3x and query embedding 5.5-6.6x
-    # faster than torch on the quiet 2-core machine (README, Embedding backends); onnx (float32) is torch's
-    # vectors exactly.
+    # (kb/onnx_export.py) every dev-set figure equals torch's; with the document workers below, builds
+    # 2.4-3.3x (2.55x interleaved medians) and query embedding 5.5-6.6x faster than torch on the quiet
+    # 2-core machine (README, Embedding backends); onnx (float32) is torch's vectors exactly.
     embed_backend: str = "onnx-int8"
     # ONNX backends: threads that embed several documents at once (index builds, answer sentences), each
     # with its own single-threaded session, each text alone in its run (the same vector as serially).
