@@ -49,9 +49,11 @@ def refuse_open_admin(host: str, password: str | None) -> None:
         raise SystemExit(2)
 
 
-def quiet_loggers() -> None:
-    """Libraries' routine INFO lines are not news on the console: faiss's CPU-feature probing, one line per
+def setup_logging() -> None:
+    """One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
+    Libraries' routine INFO lines are not news on the console: faiss's CPU-feature probing, one line per
     HTTP request of httpx (the queue warm-up, LLM calls)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("faiss.loader", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -62,9 +64,7 @@ if __name__ == "__main__":
     # start's background build, and one warm answer) before gradio's import, which takes 4-6 s.
     _ARGS = parse_args()
     refuse_open_admin(_ARGS.host, os.environ.get("KB_ADMIN_PASSWORD"))
-    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_loggers()
+    setup_logging()
     from kb.prestart import EarlyEngine  # noqa: E402
     _EARLY = EarlyEngine.start(warm=not _ARGS.no_warm_up)
 
@@ -153,13 +153,10 @@ def add_security(app, limits: Limits = LIMITS, site_url: str | None = None,
 def build_state(runs_dir: Path, max_demos: int, config: Config | None = None,
                 kb: KnowledgeBase | None = None) -> ChatApp:
     """The app's state; `kb`: a knowledge base made already (kb/prestart.py), else one is made here."""
-    from kb.embedding import make_embedder
-    from kb.sentences import QueryMemoEmbedder
+    from kb.prestart import make_knowledge_base
 
     if kb is None:
-        config = config or Config.from_env()
-        # The retrieval's question vector is reused to score answer sentences.
-        kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
+        kb = make_knowledge_base(config)
     # KB_DEMO_BROKER=redis://... runs demos on the Celery pool (`python -m demos worker`), else here.
     runner = make_runner(runs_dir, max_concurrent=max_demos, broker_url=os.environ.get("KB_DEMO_BROKER"),
                          max_queue=LIMITS.demo_queue_max, max_per_client=LIMITS.demo_per_client)
@@ -184,17 +181,16 @@ def announce_build(kb: KnowledgeBase):
     return progress
 
 
-def warm_up(state: ChatApp) -> threading.Thread:
-    """Answer one question in the background, then embed and store any answer sentences the index lacks,
-    so the first answers are fast (a first start's background build stores the sentences itself)."""
+def warm_up(state: ChatApp, answer: bool = True) -> threading.Thread:
+    """In the background: answer one question (`answer`; python app.py's early engine has answered it already),
+    then embed and store any answer sentences the index lacks, so the first answers are fast (a first
+    start's background build stores the sentences itself)."""
+    from kb.prestart import warm_answer
 
     def work():
+        if answer:
+            warm_answer(state.kb)
         try:
-            from kb.answer import stream_answer
-            # One answer end to end (BM25-only while a first index builds): imports the demo registry,
-            # loads jieba and, once ready, the model, so the first reader's answer pays for none of it.
-            for _ in stream_answer(state.kb, "列表和元组有什么区别", []):
-                pass
             if state.kb.semantic_ready:
                 state.kb.index_sentences()
         except Exception as exc:  # warming up is an optimisation: never take the app down
@@ -242,9 +238,7 @@ def main(argv: list[str] | None = None, early=None) -> None:
     refuse_open_admin(args.host, os.environ.get("KB_ADMIN_PASSWORD"))
     import uvicorn
 
-    # One line per refused request or failure (kb.app, kb.answer); expected refusals print no traceback.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_loggers()
+    setup_logging()
 
     try:
         if early is None:
@@ -256,7 +250,7 @@ def main(argv: list[str] | None = None, early=None) -> None:
     except KBError as exc:
         raise SystemExit(f"error: {exc}") from None
     if not args.no_warm_up:
-        warm_up(state)
+        warm_up(state, answer=early is None)
     server = create_server(state, args.runs_dir)
     if early is not None:
         if not args.no_warm_up and not early.wait_warm(WARM_WAIT_S):

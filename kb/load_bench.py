@@ -140,6 +140,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def app_env(**extra: str) -> dict:
+    """The environment the benchmarks start app.py with: offline, no analytics, no tokenizer threads."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+                TOKENIZERS_PARALLELISM="false", **extra)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Terminate app.py, killing it when it has not exited within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_server(port: int, runs_dir: Path, env: dict, timeout_s: float = 600) -> subprocess.Popen:
     """`app.py` on 127.0.0.1:port; returns once /config answers and a first question is answered."""
     import httpx
@@ -175,8 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               TOKENIZERS_PARALLELISM="false")
+    env = app_env()
     if args.home:
         env["KB_HOME"] = str(args.home)
     qs = questions()
@@ -198,11 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                                 f"{label}: {args.clients} clients + 1 heavy client", heavy=True, path=path),
                 ]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
         load_after = os.getloadavg()
     report = {"machine": f"{os.cpu_count()} CPUs", "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in load_after], "results": [asdict(r) for r in results],

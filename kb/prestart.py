@@ -13,10 +13,34 @@ No gradio here: importing this module must stay cheap.
 """
 from __future__ import annotations
 
+import sys
 import threading
-import time
 
 WARM_QUESTION = "列表和元组有什么区别"
+
+
+def make_knowledge_base(config=None):
+    """The app's knowledge base: the configured embedder, wrapped so that the retrieval's question vector is
+    reused to score answer sentences."""
+    from kb.config import Config
+    from kb.embedding import make_embedder
+    from kb.engine import KnowledgeBase
+    from kb.sentences import QueryMemoEmbedder
+
+    config = config or Config.from_env()
+    return KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
+
+
+def warm_answer(kb) -> None:
+    """One answer end to end (BM25-only while a first index builds): imports the demo registry, loads jieba
+    and, once ready, the model, so the first reader's answer pays for none of it. Warming up is an
+    optimisation: a failure is one line on the console, never raised."""
+    try:
+        from kb.answer import stream_answer
+        for _ in stream_answer(kb, WARM_QUESTION, []):
+            pass
+    except Exception as exc:  # noqa: BLE001 - never take the app down
+        print(f"warm-up skipped: {exc}", file=sys.stderr)
 
 
 class EarlyEngine:
@@ -26,7 +50,6 @@ class EarlyEngine:
         self.warm = warm
         self.kb = None
         self.error: BaseException | None = None
-        self.warm_seconds: float | None = None
         self.serving = threading.Event()     # set by the app when its page is ready (releases the build)
         self._made = threading.Event()       # kb made and its index loaded or its build started (or error)
         self._warmed = threading.Event()     # the warm answer is done (or skipped, or failed)
@@ -41,14 +64,8 @@ class EarlyEngine:
     def _run(self) -> None:
         try:
             from kb import warm_start
-            from kb.config import Config
-            from kb.embedding import make_embedder
-            from kb.engine import KnowledgeBase
-            from kb.sentences import QueryMemoEmbedder
 
-            config = Config.from_env()
-            # The retrieval's question vector is reused to score answer sentences (as app.build_state does).
-            kb = KnowledgeBase(config, embedder=QueryMemoEmbedder(make_embedder(config)))
+            kb = make_knowledge_base()
             warm_start.start(kb, gate=self.serving)
             self.kb = kb
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
@@ -59,13 +76,7 @@ class EarlyEngine:
             self._made.set()
         try:
             if self.warm:
-                t = time.perf_counter()
-                from kb.answer import stream_answer
-                for _ in stream_answer(self.kb, WARM_QUESTION, []):
-                    pass
-                self.warm_seconds = time.perf_counter() - t
-        except Exception:  # noqa: BLE001 - warming up is an optimisation; app.warm_up reports failures
-            pass
+                warm_answer(self.kb)
         finally:
             self._warmed.set()
 

@@ -51,8 +51,8 @@ from kb.config import Config
 from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
+from kb import refusal, token_cache
 from kb.text import tokenize
-from kb import token_cache
 
 MODES = ("hybrid", "dense", "bm25")
 _CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
@@ -130,7 +130,6 @@ def decide(evidence: Evidence, config: Config, model_id: str | None = None) -> t
     With the embedding model the refusal coefficients were fitted for (kb/refusal_model.json), the calibrated
     logistic decision of `kb.refusal`; with any other model, the hand-set thresholds (`decide_thresholds`).
     """
-    from kb import refusal
     model = refusal.load_model()
     if model is not None and model.applies_to(model_id):
         return model.decide(evidence)
@@ -201,14 +200,11 @@ class HybridRetriever:
         n = len(docs)
         self.idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items()}
         self.unknown_idf = math.log((n + 0.5) / 0.5 + 1)      # a token no chunk contains
-        from kb.refusal import stem
-        self.doc_stems = [{stem(t) for t in d} for d in self.doc_tokens]
-        stem_df = Counter(t for d in self.doc_stems for t in d)
-        self.stem_idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in stem_df.items()}
+        self.known_stems = {refusal.stem(t) for t in df}          # every chunk term, stemmed (plural -s dropped)
         # What each article is about: the stems of its title and headings (a term met in passing is not there).
         self.topic_stems: dict[str, set[str]] = {}
         for c in index.chunks:
-            self.topic_stems.setdefault(c.slug, set()).update(stem(t) for t in tokenize(" ".join(c.heading_path)))
+            self.topic_stems.setdefault(c.slug, set()).update(refusal.stem(t) for t in tokenize(" ".join(c.heading_path)))
 
     def coverage(self, tokens: list[str], row: int) -> float:
         """IDF-weighted share of the distinct `tokens` that chunk `row` contains.
@@ -239,8 +235,7 @@ class HybridRetriever:
         m = _LEAD_NAME.match(question)
         if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
             return 0.0
-        from kb.refusal import stem
-        name = stem(m.group(1).lower())
+        name = refusal.stem(m.group(1).lower())
         topic = self.topic_stems.get(self.index.chunks[row].slug, set())
         return 0.0 if any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
 
@@ -303,8 +298,7 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
-        from kb.refusal import content_terms, dictionary_word
-        terms = content_terms(tokens, self.stem_idf.__contains__)
+        terms = refusal.content_terms(tokens, self.known_stems.__contains__)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
@@ -320,7 +314,7 @@ class HybridRetriever:
             lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
             lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
             # A question with no content term at all (😀, "？？") has nothing the corpus could hold, like unknown_share.
-            unknown_word=float(not terms or any(t not in self.stem_idf and (t.isascii() or dictionary_word(t))
+            unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or refusal.dictionary_word(t))
                                                 for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)

@@ -26,14 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from kb.load_bench import ROOT, free_port
+from kb.load_bench import ROOT, app_env, free_port, stop_server
 
 QUESTION = "生成器为什么省内存？"
 
 
 def _start(home: Path, articles: Path | None, log: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, KB_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", TOKENIZERS_PARALLELISM="false")
+    env = app_env(KB_HOME=str(home))
     if articles is not None:
         env["KB_ARTICLES"] = str(articles)
     port = free_port()
@@ -66,15 +65,6 @@ def _ask(url: str) -> tuple[float, dict]:
     return time.perf_counter() - t, body
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_once(articles: Path | None, timeout_s: float = 1200, wait_ready: bool = True) -> dict:
     import httpx
 
@@ -99,7 +89,7 @@ def run_once(articles: Path | None, timeout_s: float = 1200, wait_ready: bool = 
                 row["hybrid_answer_s"], later = _ask(url)
                 row["later_retrieval"] = later.get("retrieval")
         finally:
-            _stop(proc)
+            stop_server(proc)
         t0 = time.perf_counter()
         proc, url = _start(home, articles, log)
         try:
@@ -107,7 +97,7 @@ def run_once(articles: Path | None, timeout_s: float = 1200, wait_ready: bool = 
             row["restart_first_answer_s"], again = _ask(url)
             row["restart_retrieval"] = again.get("retrieval")
         finally:
-            _stop(proc)
+            stop_server(proc)
         row["load_end"] = round(os.getloadavg()[0], 2)
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
