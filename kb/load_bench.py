@@ -146,11 +146,11 @@ def app_env(**extra: str) -> dict:
                 TOKENIZERS_PARALLELISM="false", **extra)
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    """Terminate app.py, killing it when it has not exited within 20 s."""
+def stop_server(proc: subprocess.Popen, timeout_s: float = 20) -> None:
+    """Terminate a server process (app.py, redis-server), killing it when it has not exited in `timeout_s`."""
     proc.terminate()
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kb.load_bench import stop_server
+
 _db_numbers = itertools.count(1)
 
 
@@ -89,9 +91,4 @@ def redis_url(tmp_path_factory):
             time.sleep(0.05)
     client.close()
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_server(proc, timeout_s=10)
