@@ -156,6 +156,7 @@ class AnswerStream:
                  llm: LLMConfig | None = None, k: int | None = None, composer: str = "default"):
         assert composer in COMPOSERS, f"composer must be one of {COMPOSERS}"
         self.kb, self.llm, self.composer = kb, llm, composer
+        self.prefer_slug = prefer_slug
         self.history = list(history)
         t0 = time.perf_counter()
         previous = [q for q, _ in self.history]
@@ -215,7 +216,10 @@ class AnswerStream:
             if section is not None:
                 sections[(hit.chunk.slug, hit.chunk.anchor)] = section
         top = self.kb.articles.get(hits[0].chunk.slug) if hits else None
-        plan = compose(self.kb.embedder, self.result.question, hits, sections, top.sections if top else ())
+        # On an article's page, an answer that page can give stays on it (the reader asked there).
+        on_page = top is not None and hits[0].chunk.slug == self.prefer_slug
+        plan = compose(self.kb.embedder, self.result.question, hits, sections, top.sections if top else (),
+                       keep_article=on_page)
         if not plan.groups:   # sections with no prose at all (only code): cite the best one whole
             return self._baseline_plan()
         by_key = {}

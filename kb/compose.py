@@ -192,16 +192,19 @@ HAND_PARAMS = {"floor": FLOOR, "close_same": CLOSE_SAME, "close_other": CLOSE_OT
                "fill_chars": MIN_CHARS, "switch": 0.0, "char_cost": 0.0}
 
 
-def compose(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = ()) -> Plan:
+def compose(embedder, question: str, hits: Sequence, sections: dict, article_sections: Sequence = (),
+            keep_article: bool = False) -> Plan:
     """The answer's pieces, grouped per cited section (see the module docstring). `article_sections`: all
-    sections of the top hit's article, which the fitted sentence model may quote from too."""
+    sections of the top hit's article, which the fitted sentence model may quote from too. `keep_article`:
+    the answer opens in the top hit's article whatever another article's sentences score (the reader asked
+    on that article's page)."""
     scored = score_sentences(embedder, question, hits, sections, article_sections)
     if scored is None:
         return Plan(question_type(question))
-    return select(scored)
+    return select(scored, keep_article=keep_article)
 
 
-def select(scored: Scored, max_chars: int | None = None) -> Plan:
+def select(scored: Scored, max_chars: int | None = None, keep_article: bool = False) -> Plan:
     """The opening sentence, its passage and sentences of at most `max_sections` sections, within the budget:
     a sentence joins while its score is within `floor` of the opening one's, from a new section of the same
     article within `close_same`, of another article within `close_other`."""
@@ -215,7 +218,7 @@ def select(scored: Scored, max_chars: int | None = None) -> Plan:
     best = ranked[0]
     # The answer opens in the top hit's article unless another article's sentence is clearly better.
     home = next((k for k in ranked if cands[k[0]].slug == cands[0].slug), best)
-    if rel[best] < rel[home] + prm["switch"]:
+    if keep_article or rel[best] < rel[home] + prm["switch"]:
         # Kept home: the other articles' better-scored sentences lost that contest and stay out.
         ranked = [k for k in ranked if cands[k[0]].slug == cands[0].slug or rel[k] < rel[home]]
         best = home

@@ -4,8 +4,9 @@ leaves no reference dangling.
     _group(units, i, heading=...)        # unit i with what it brings, in source order; None: cannot stand
     dangling_references(answer_text, sections)   # [] when every reference is resolved
 
-A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) brings the sentence before it (or,
-right after a block, the lead-in sentence that brings that block, and the block), or is left out; a
+A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 brings the sentence
+before it (the question the article asks just before, or, right after a block, the lead-in sentence that
+brings that block, and the block), or is left out; a
 section's first sentence that refers to the section's subject (两者…, 它…) gets the heading as its lead-in
 (**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
 `$$` formula, table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文)
@@ -33,6 +34,8 @@ FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下�
 REFERENT = re.compile(r"^(?:两者|二者|它们|它|其|该|此|这(?![样里时么]))")
 _ENDS = tuple("。！？；.!?;）)”」")
 LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the list is this short
+# "Python 用 MRO 回答这个问题。", "PEP 442 解决了这个问题": the problem is the sentence (or the question) before.
+PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
 BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
 
@@ -47,8 +50,14 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
         return None
     opens_section = all(v.kind == "skip" for v in units[:i])
     out = [u]
-    if CONNECTIVE.match(u.text):
-        if heading and opens_section and REFERENT.match(u.text):
+    if CONNECTIVE.match(u.text) or PROBLEM.search(u.text):
+        asked = 0
+        while asked < 3 and i - asked > 0 and _asks(units[i - asked - 1]):
+            asked += 1
+        if asked and (PROBLEM.search(u.text) or asked == 1):
+            # The questions the article asks just before ("…调用哪一个？Python 用 MRO 回答这个问题。"), then the answer.
+            out = [replace(v, kind="prose") for v in units[i - asked:i]] + out
+        elif heading and opens_section and REFERENT.match(u.text):
             out = [Unit(-1, "heading", heading), u]      # "**索引与负数索引**：两者都支持…"
         elif i == 0 or depth >= 2:
             return None
@@ -91,6 +100,11 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
         else:
             return None
     return out
+
+
+def _asks(u: Unit) -> bool:
+    """A question the article asks in its prose (left out of the answer units alone: its answer follows)."""
+    return u.kind == "skip" and u.text.rstrip().endswith(("？", "?")) and not u.text.startswith("#") and u.item < 0
 
 
 def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[Unit] | None:
@@ -181,7 +195,7 @@ def dangling_references(text: str, sections: Sequence) -> list[str]:
             reasons.append(f"points at a block that does not follow: {s[:40]}")
         if BACKWARD.search(s):
             reasons.append(f"points back at something not shown: {s[:40]}")
-        if CONNECTIVE.match(s):
+        if CONNECTIVE.match(s) or PROBLEM.search(s):
             prev = elements[i - 1] if i > 0 else None
             if prev is None or not any(_follows(sec, prev, s) for sec in sections):
                 reasons.append(f"opens with a connective without its predecessor: {s[:40]}")
@@ -191,7 +205,9 @@ def dangling_references(text: str, sections: Sequence) -> list[str]:
 def _follows(section, prev: tuple, sentence: str) -> bool:
     """`sentence` comes right after `prev` in the section: its source predecessor, or the section's heading
     before the section's first sentence."""
-    units = [u for u in section_units(section.text) if u.kind != "skip"]
+    units = section_units(section.text)
     if prev[0] == "heading":
-        return bool(units) and prev[1] == section.heading and units[0].text == sentence and bool(REFERENT.match(sentence))
+        prose = [u for u in units if u.kind != "skip"]
+        return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
+    units = [u for u in units if u.kind != "skip" or _asks(u)]
     return any(a.text == prev[1] and b.text == sentence for a, b in zip(units, units[1:]))

@@ -99,8 +99,14 @@ def _section_units(text: str) -> tuple[Unit, ...]:
         raw = text[u.start:u.end].strip()
         if not raw:
             continue
-        if raw.startswith("|"):
-            table.append(raw)
+        start = text.index(raw, u.start)
+        line_start = text.rfind("\n", 0, start) + 1
+        if raw.startswith("|") or (table and text[line_start:].startswith("|")):
+            # A table row; a cell holding ；is cut there by the chunker, and the rest of its row is still the row.
+            if raw.startswith("|"):
+                table.append(raw)
+            else:
+                table[-1] += raw
             item = list_id = -1
             continue
         flush()
@@ -109,8 +115,6 @@ def _section_units(text: str) -> tuple[Unit, ...]:
             item = list_id = -1
             continue
         # A list item is one line: its first sentence carries the mark, the next ones continue the item.
-        start = text.index(raw, u.start)
-        line_start = text.rfind("\n", 0, start) + 1
         m = _ITEM_MARK.match(raw)
         if m is not None and not text[line_start:start].strip():
             item = len(units)
@@ -119,6 +123,9 @@ def _section_units(text: str) -> tuple[Unit, ...]:
         elif item < 0 or not _ITEM_MARK.match(text, line_start):
             item = list_id = -1
         sentence = _LIST_MARK.sub("", raw).strip()
+        if sentence.startswith("**") and sentence.count("**") % 2:
+            # "- **DDIM 是…一阶解法。** 把…" is cut after 。 inside the bold: neither half keeps a stray "**".
+            sentence = sentence[2:].strip()
         # Too short, a heading, or a question the article asks (its answer follows; the question is none).
         kind = "skip" if len(sentence) < MIN_CHARS or sentence.startswith("#") or sentence.endswith(("？", "?")) else "prose"
         units.append(Unit(len(units), kind, sentence, item, list_id, mark if item >= 0 else ""))

@@ -110,6 +110,8 @@ def test_select_keeps_the_top_article_unless_another_is_better_by_switch():
         "0.5 + 0.8 > 1.0: the gc sentence loses and stays out (gen a only fills the answer up to MIN_CHARS)"
     switched = select(_scored(rel, params={"switch": 0.3, "floor": 0.1, "fill_chars": 0}))
     assert [key for key, _ in switched.groups] == [("gc", "c")], "1.0 >= 0.5 + 0.3: the other article opens"
+    on_page = select(_scored(rel, params={"switch": 0.3, "floor": 0.1, "fill_chars": 0}), keep_article=True)
+    assert [key for key, _ in on_page.groups][0] == ("gen", "b"), "on the top article's page the answer stays on it"
 
 
 def test_select_respects_the_budget_and_the_section_limit():
@@ -300,3 +302,29 @@ def test_a_subject_with_ze_contrasts_with_the_sentence_before():
     units = section_units("DP 是单进程多线程，受 GIL 限制。DDP 则在多进程之间只交换梯度。规则是每个进程一份模型。\n")
     assert [u.text[:4] for u in _group(units, 1)] == ["DP 是", "DDP "], "X 则… brings the sentence it contrasts with"
     assert [u.text[:4] for u in _group(units, 2)] == ["规则是每"], "规则 is a word, not a contrast"
+
+
+def test_a_sentence_about_the_question_before_brings_the_question():
+    """'Python 用 MRO 回答这个问题。' after the question the article asks (a question alone is never quoted)."""
+    text = "Python 允许多重继承，这就带来一个问题：多个父类都定义了同名方法时，到底调用哪一个？Python 用方法解析顺序回答这个问题。它在类创建时计算好。\n"
+    units = section_units(text)
+    assert [u.kind for u in units] == ["skip", "prose", "prose"]
+    group = _group(units, 1, heading="多重继承")
+    assert [(u.kind, u.text[-6:]) for u in group] == [("prose", "调用哪一个？"), ("prose", "答这个问题。")]
+    sections = [Section("mi", "多重继承", 2, ("T", "多重继承"), text, 1)]
+    link = "[[1]](article/x#mi)"
+    whole = f"Python 允许多重继承，这就带来一个问题：多个父类都定义了同名方法时，到底调用哪一个？{link}Python 用方法解析顺序回答这个问题。{link}"
+    assert dangling_references(whole, sections) == []
+    alone = f"Python 用方法解析顺序回答这个问题。{link}"
+    assert dangling_references(alone, sections) == ["opens with a connective without its predecessor: Python 用方法解析顺序回答这个问题。"]
+    later = section_units("引用计数处理不了循环引用。PEP 442 在 3.4 中解决了这个问题。\n")
+    assert [u.text[:4] for u in _group(later, 1)] == ["引用计数", "PEP "], "这个问题 mid-section brings the sentence before"
+
+
+def test_a_table_cell_with_a_semicolon_and_a_bold_sentence_cut_inside_stay_clean():
+    table = "torchrun 为每个进程设置的环境变量如下：\n\n| 名字 | 含义 |\n|---|---|\n| `RANK` | 全局编号；弹性会合时由会合结果决定 |\n| `WORLD_SIZE` | 进程总数 |\n\n以上变量由 torchrun 设置。\n"
+    units = section_units(table)
+    assert [u.kind for u in units] == ["prose", "block", "prose"], [(u.kind, u.text) for u in units]
+    assert units[1].text.splitlines()[2] == "| `RANK` | 全局编号；弹性会合时由会合结果决定 |"
+    bold = section_units("两个有代表性的结论：\n\n- **DDIM 是概率流 ODE 的一阶解法。** 它的确定性更新正是 Euler 步。\n")
+    assert [u.text for u in bold] == ["两个有代表性的结论：", "DDIM 是概率流 ODE 的一阶解法。", "它的确定性更新正是 Euler 步。"]
