@@ -8,11 +8,14 @@ question's IDF-weighted words by the best BM25 chunk; top cosine with both ranke
 `rule_margin`); the IDF-weighted share of the question's words that no chunk contains (Kotlin, Redis, 红烧肉);
 the share of the question's character bigrams in one top chunk (a typo keeps most of them); and three over the
 question's content terms (`content_terms`: no English function words in an English question, no generic word
-the corpus lacks such as 安排 or 搞, judged by jieba's general-corpus dictionary; a plural -s dropped):
+the corpus lacks: 安排 or 搞, judged by jieba's general-corpus dictionary, and in an English question common
+English vocabulary such as write, custom, hangs, manually, judged by wordfreq's Zipf frequency unless the
+question writes the word as a name, "in Rust"; a plural -s dropped):
 `unknown_word` (a real word no chunk contains: a Latin word, or a word of jieba's dictionary: asyncio, 简历,
 所有权; a typo is not one), `lead_name_off` and `lead_off_topic` (a Chinese question whose subject, its first
-term, is a Latin name that the first-ranked article's title and headings do not name: "Java 的内存模型是什么"
-is answered from an article that mentions Java once in passing). P(answerable) = sigmoid(w · standardized
+term, is a Latin name that the first-ranked article's title and headings do not name and that the article does
+not discuss, i.e. holds in fewer than 3 chunks: "Java 的内存模型是什么" is answered from an article that mentions
+Java once in passing, "deepcopy 碰到循环引用…" from one that discusses deepcopy). P(answerable) = sigmoid(w · standardized
 features + b), fitted on the generated data; answerable when P >= threshold, the threshold chosen on the "dev"
 split of tests/data/devset.jsonl (at most MAX_DEV_FALSE_REFUSALS refused); the "test" split is never used for
 fitting. The feature set was chosen by the dev splits of the dev set and of tests/data/refusal_probes.jsonl
@@ -25,7 +28,10 @@ Training data (`generate`): answerable questions written from every section's he
 words of its first sentences (templates: definition, why, how, keyword-only, colloquial, English/mixed, and
 a typo variant of each), labelled 1; the hand-written bank of out-of-scope questions in
 tests/data/refusal_oos.txt (with the articles' own topics in other languages and frameworks: Java's GC, Go's
-generators) and colloquial/typo variants of them, labelled 0; "PyTorch 的…"-style questions naming the
+generators, and in natural English: "how do I write a custom iterator in Rust") and colloquial/typo variants
+of them, labelled 0; natural-English answerable templates ("how do I <verb> <topic word>", "X vs Y") were
+tried and dropped: written from the sections' Latin words they read unlike real questions and cost 4 of the
+dev split's 31 refusals (README); "PyTorch 的…"-style questions naming the
 article's own subject are answerable. Only the threshold sees real
 questions (the dev split); `report` and `kb eval --answers` give the figures on the held-out test split. scikit-learn fits (it is already a
 dependency of sentence-transformers); at run time the decision is a dot product over the JSON coefficients,
@@ -82,12 +88,52 @@ def features(evidence) -> np.ndarray:
 _EN_FUNCTION = frozenset("is in and or not for with as from if all any to of into work works use used using "
                          "get make way ways".split())
 GENERIC_FREQ = 3000     # jieba dictionary count from which a CJK word the corpus lacks counts as generic
+# The English counterpart (wordfreq's Zipf scale: log10 of occurrences per billion words; memory 4.8, hangs 3.7,
+# compute 3.4 are generic; django 3.1, kafka 3.0, redis 2.0, asyncio 0 are not), applied in English questions
+# only (in a Chinese or mixed question a Latin word is a deliberate term), and never to a name: a word capitalised
+# inside the sentence (Rust, Swift, Spring) or written with capitals past its first letter (NCCL, JavaScript).
+GENERIC_ZIPF = 3.3
 
 
 @functools.lru_cache(maxsize=1)
 def _jieba_freq() -> dict:
     from kb.text import _jieba
     return _jieba().dt.FREQ
+
+
+@functools.lru_cache(maxsize=4096)
+def english_zipf(word: str) -> float:
+    """wordfreq's Zipf frequency of an English word or of its base form (modifies ~ modify, chained ~ chain)."""
+    from wordfreq import zipf_frequency
+    forms = {word}
+    for suffix, base in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            forms.add(word[: len(word) - len(suffix)] + base)
+    return max(zipf_frequency(f, "en") for f in forms)
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_SENTENCE_START = re.compile(r"(?:^|[.?!:;]\s+|[。？！：；])\s*$")    # "autograd.Function" is no sentence start
+
+
+def names(question: str) -> frozenset[str]:
+    """Latin words the question writes as names, lowercased: with a capital past the first letter (NCCL,
+    JavaScript), or capitalised anywhere but at the start of a sentence ("in Rust", "Java 的…" counts only
+    when followed by no English: a Chinese question opening with its subject)."""
+    out = set()
+    for m in _WORD.finditer(question):
+        w = m.group()
+        if w.lower() == w:
+            continue
+        if any(c.isupper() for c in w[1:]):
+            out.add(w.lower())
+            continue
+        at_start = _SENTENCE_START.search(question[: m.start()]) is not None
+        english_follows = re.match(r"\s+[A-Za-z]", question[m.end():]) is not None
+        if not at_start or not english_follows:
+            out.add(w.lower())
+    return frozenset(out)
 
 
 def stem(token: str) -> str:
@@ -99,19 +145,26 @@ def stem(token: str) -> str:
     return token
 
 
-def content_terms(tokens, known) -> tuple[str, ...]:
-    """The question's distinct content terms, stemmed: without English function words when the question is
-    English (3+ Latin tokens), and without CJK words the corpus lacks (`known(term)` false) that jieba's
-    general dictionary counts as common (>= GENERIC_FREQ)."""
+def content_terms(tokens, known, question: str = "") -> tuple[str, ...]:
+    """The question's distinct content terms, stemmed. Without English function words when the question is
+    English (3+ Latin tokens); without words the corpus lacks (`known(term)` false) that are common in general
+    text: a CJK word jieba's general dictionary counts >= GENERIC_FREQ times, and in an English question (3+
+    Latin tokens, no CJK character) an English word at Zipf >= GENERIC_ZIPF that `question` (its original casing) does not write as a
+    name (see `names`)."""
     freq = _jieba_freq()
-    latin = sum(t.isascii() for t in tokens)
+    latin = sum(t.isascii() for t in tokens) >= 3
+    english = latin and bool(question) and not _CJK.search(question)
+    named = names(question) if english else frozenset()
     out: dict[str, None] = {}
     for t in tokens:
-        if latin >= 3 and t in _EN_FUNCTION:
+        if latin and t in _EN_FUNCTION:
             continue
         term = stem(t)
-        if not t.isascii() and not known(term) and freq.get(t, 0) >= GENERIC_FREQ:
-            continue
+        if not known(term):
+            if not t.isascii() and freq.get(t, 0) >= GENERIC_FREQ:
+                continue
+            if english and t.isalpha() and t not in named and english_zipf(t) >= GENERIC_ZIPF:
+                continue
         out[term] = None
     return tuple(out)
 

@@ -86,10 +86,12 @@ class Evidence:
     char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
     unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
     dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
-    # From the question's content terms (kb.refusal.content_terms: no generic verbs, plural -s dropped):
+    # From the question's content terms (kb.refusal.content_terms: no generic words, plural -s dropped):
     lead_name_off: float = 0.0     # 1.0 when a Chinese question opens with a capitalised name (Java, Rust, C++) that the
                                    # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
-    lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin and not in those headings
+                                   # and that fewer than LEAD_MIN_CHUNKS of its chunks contain (Java: one, in passing)
+    lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin, not in those headings and
+                                   # in fewer than LEAD_MIN_CHUNKS of the article's chunks (deepcopy, c_noise are in more)
     unknown_word: float = 0.0      # 1.0 when a content term is a real word no chunk contains: a Latin word (asyncio) or
                                    # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count;
                                    # 1.0 also when the question has no content term
@@ -205,6 +207,10 @@ class HybridRetriever:
         self.topic_stems: dict[str, set[str]] = {}
         for c in index.chunks:
             self.topic_stems.setdefault(c.slug, set()).update(refusal.stem(t) for t in tokenize(" ".join(c.heading_path)))
+        # And what it discusses: in how many of its chunks each stem occurs (Java, met once in passing, is in one).
+        self.stem_chunks: dict[str, Counter] = {}
+        for c, d in zip(index.chunks, self.doc_tokens):
+            self.stem_chunks.setdefault(c.slug, Counter()).update({refusal.stem(t) for t in d})
 
     def coverage(self, tokens: list[str], row: int) -> float:
         """IDF-weighted share of the distinct `tokens` that chunk `row` contains.
@@ -226,18 +232,27 @@ class HybridRetriever:
                 found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
         return found / total
 
+    def discusses(self, slug: str, term: str) -> bool:
+        """Whether an article discusses `term` (a stem of 2+ characters; a lone letter is a variable, not a subject):
+        in LEAD_MIN_CHUNKS of its chunks or more."""
+        return len(term) >= 2 and self.stem_chunks.get(slug, Counter())[term] >= LEAD_MIN_CHUNKS
+
     def lead_off_topic(self, terms: tuple[str, ...], row: int) -> float:
-        if not terms or not terms[0].isascii() or all(t.isascii() for t in terms):
+        # The subject is the first term of 2+ characters: a lone letter or digit is a variable or a number (c_noise, K).
+        lead = next((t for t in terms if len(t) >= 2), None)
+        if lead is None or not lead.isascii() or all(t.isascii() for t in terms):
             return 0.0
-        return float(terms[0] not in self.topic_stems.get(self.index.chunks[row].slug, set()))
+        slug = self.index.chunks[row].slug
+        return float(lead not in self.topic_stems.get(slug, set()) and not self.discusses(slug, lead))
 
     def lead_name_off(self, question: str, terms: tuple[str, ...], row: int) -> float:
         m = _LEAD_NAME.match(question)
         if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
             return 0.0
         name = refusal.stem(m.group(1).lower())
-        topic = self.topic_stems.get(self.index.chunks[row].slug, set())
-        return 0.0 if any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
+        slug = self.index.chunks[row].slug
+        topic = self.topic_stems.get(slug, set())
+        return 0.0 if self.discusses(slug, name) or any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
 
     def char_coverage(self, grams: set[str], row: int) -> float:
         """IDF-weighted share of the question's character bigrams (and Latin words) that chunk `row` contains:
@@ -298,7 +313,7 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
-        terms = refusal.content_terms(tokens, self.known_stems.__contains__)
+        terms = refusal.content_terms(tokens, self.known_stems.__contains__, question)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
@@ -325,6 +340,7 @@ class HybridRetriever:
                             retrieval="hybrid" if self.dense else "bm25")
 
 
+LEAD_MIN_CHUNKS = 3      # an article discusses a term it has in this many chunks (lead_off_topic, lead_name_off)
 _LEAD_NAME = re.compile(r"\s*([A-Z][A-Za-z]*[+#]*)(?![A-Za-z0-9_.])")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9_]+")
