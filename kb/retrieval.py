@@ -52,6 +52,7 @@ from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
 from kb import refusal, token_cache
+from kb.terms import content_terms, dictionary_word, stem
 from kb.text import tokenize
 
 MODES = ("hybrid", "dense", "bm25")
@@ -86,7 +87,7 @@ class Evidence:
     char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
     unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
     dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
-    # From the question's content terms (kb.refusal.content_terms: no generic words, plural -s dropped):
+    # From the question's content terms (kb.terms.content_terms: no generic words, plural -s dropped):
     lead_name_off: float = 0.0     # 1.0 when a Chinese question opens with a capitalised name (Java, Rust, C++) that the
                                    # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
                                    # and that fewer than LEAD_MIN_CHUNKS of its chunks contain (Java: one, in passing)
@@ -202,15 +203,15 @@ class HybridRetriever:
         n = len(docs)
         self.idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items()}
         self.unknown_idf = math.log((n + 0.5) / 0.5 + 1)      # a token no chunk contains
-        self.known_stems = {refusal.stem(t) for t in df}          # every chunk term, stemmed (plural -s dropped)
+        self.known_stems = {stem(t) for t in df}          # every chunk term, stemmed (plural -s dropped)
         # What each article is about: the stems of its title and headings (a term met in passing is not there).
         self.topic_stems: dict[str, set[str]] = {}
         for c in index.chunks:
-            self.topic_stems.setdefault(c.slug, set()).update(refusal.stem(t) for t in tokenize(" ".join(c.heading_path)))
+            self.topic_stems.setdefault(c.slug, set()).update(stem(t) for t in tokenize(" ".join(c.heading_path)))
         # And what it discusses: in how many of its chunks each stem occurs (Java, met once in passing, is in one).
         self.stem_chunks: dict[str, Counter] = {}
         for c, d in zip(index.chunks, self.doc_tokens):
-            self.stem_chunks.setdefault(c.slug, Counter()).update({refusal.stem(t) for t in d})
+            self.stem_chunks.setdefault(c.slug, Counter()).update({stem(t) for t in d})
 
     def coverage(self, tokens: list[str], row: int) -> float:
         """IDF-weighted share of the distinct `tokens` that chunk `row` contains.
@@ -249,7 +250,7 @@ class HybridRetriever:
         m = _LEAD_NAME.match(question)
         if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
             return 0.0
-        name = refusal.stem(m.group(1).lower())
+        name = stem(m.group(1).lower())
         slug = self.index.chunks[row].slug
         topic = self.topic_stems.get(slug, set())
         return 0.0 if self.discusses(slug, name) or any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
@@ -313,7 +314,7 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
-        terms = refusal.content_terms(tokens, self.known_stems.__contains__, question)
+        terms = content_terms(tokens, self.known_stems.__contains__, question)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
@@ -329,7 +330,7 @@ class HybridRetriever:
             lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
             lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
             # A question with no content term at all (😀, "？？") has nothing the corpus could hold, like unknown_share.
-            unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or refusal.dictionary_word(t))
+            unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or dictionary_word(t))
                                                 for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)

@@ -1,9 +1,9 @@
-"""The refusal features' content terms (kb.refusal.content_terms): in an English question, an English word the
+"""The refusal features' content terms (kb.terms.content_terms): in an English question, an English word the
 corpus lacks that is common English vocabulary (wordfreq's Zipf frequency >= GENERIC_ZIPF) is generic, not a
 subject; a word the question writes as a name is kept. No model, no index: `known` is the corpus's stems."""
 import pytest
 
-from kb.refusal import GENERIC_ZIPF, content_terms, english_zipf, names
+from kb.terms import GENERIC_ZIPF, content_terms, english_zipf, names
 from kb.text import tokenize
 
 
