@@ -7,12 +7,15 @@ Features (`features`, all from kb.retrieval's `Evidence`): the margin of the han
 question's IDF-weighted words by the best BM25 chunk; top cosine with both rankers agreeing on a chunk; see
 `rule_margin`); the IDF-weighted share of the question's words that no chunk contains (Kotlin, Redis, 红烧肉);
 the share of the question's character bigrams in one top chunk (a typo keeps most of them); and three over the
-question's content terms (`content_terms`: no English function words in an English question, no generic word
-the corpus lacks such as 安排 or 搞, judged by jieba's general-corpus dictionary; a plural -s dropped):
+question's content terms (`kb.terms.content_terms`: no English function words in an English question, no generic word
+the corpus lacks: 安排 or 搞, judged by jieba's general-corpus dictionary, and in an English question common
+English vocabulary such as write, custom, hangs, manually, judged by wordfreq's Zipf frequency unless the
+question writes the word as a name, "in Rust"; a plural -s dropped):
 `unknown_word` (a real word no chunk contains: a Latin word, or a word of jieba's dictionary: asyncio, 简历,
 所有权; a typo is not one), `lead_name_off` and `lead_off_topic` (a Chinese question whose subject, its first
-term, is a Latin name that the first-ranked article's title and headings do not name: "Java 的内存模型是什么"
-is answered from an article that mentions Java once in passing). P(answerable) = sigmoid(w · standardized
+term, is a Latin name that the first-ranked article's title and headings do not name and that the article does
+not discuss, i.e. holds in fewer than 3 chunks: "Java 的内存模型是什么" is answered from an article that mentions
+Java once in passing, "deepcopy 碰到循环引用…" from one that discusses deepcopy). P(answerable) = sigmoid(w · standardized
 features + b), fitted on the generated data; answerable when P >= threshold, the threshold chosen on the "dev"
 split of tests/data/devset.jsonl (at most MAX_DEV_FALSE_REFUSALS refused); the "test" split is never used for
 fitting. The feature set was chosen by the dev splits of the dev set and of tests/data/refusal_probes.jsonl
@@ -25,7 +28,10 @@ Training data (`generate`): answerable questions written from every section's he
 words of its first sentences (templates: definition, why, how, keyword-only, colloquial, English/mixed, and
 a typo variant of each), labelled 1; the hand-written bank of out-of-scope questions in
 tests/data/refusal_oos.txt (with the articles' own topics in other languages and frameworks: Java's GC, Go's
-generators) and colloquial/typo variants of them, labelled 0; "PyTorch 的…"-style questions naming the
+generators, and in natural English: "how do I write a custom iterator in Rust") and colloquial/typo variants
+of them, labelled 0; natural-English answerable templates ("how do I <verb> <topic word>", "X vs Y") were
+tried and dropped: written from the sections' Latin words they read unlike real questions and cost 4 of the
+dev split's 31 refusals (README); "PyTorch 的…"-style questions naming the
 article's own subject are answerable. Only the threshold sees real
 questions (the dev split); `report` and `kb eval --answers` give the figures on the held-out test split. scikit-learn fits (it is already a
 dependency of sentence-transformers); at run time the decision is a dot product over the JSON coefficients,
@@ -73,52 +79,6 @@ def rule_margin(evidence) -> float:
 def features(evidence) -> np.ndarray:
     return np.array([rule_margin(evidence)] + [float(getattr(evidence, name)) for name in FEATURES[1:]],
                     dtype=np.float64)
-
-
-# Content words for the evidence features (computed in kb.retrieval's search; kb/text.py's tokens stay as they
-# are, the ranking depends on them). English function words that kb.text keeps as Python keywords (is, in)
-# and generic verbs the corpus never uses (安排, 搞: frequent in jieba's general-corpus dictionary) say nothing
-# about the subject; an English plural or -ing form matches its stem (gradients ~ gradient).
-_EN_FUNCTION = frozenset("is in and or not for with as from if all any to of into work works use used using "
-                         "get make way ways".split())
-GENERIC_FREQ = 3000     # jieba dictionary count from which a CJK word the corpus lacks counts as generic
-
-
-@functools.lru_cache(maxsize=1)
-def _jieba_freq() -> dict:
-    from kb.text import _jieba
-    return _jieba().dt.FREQ
-
-
-def stem(token: str) -> str:
-    """A light English stemmer for matching only: a plural -s (not -ss, -us, -is); other tokens unchanged."""
-    if len(token) <= 4 or not token.isascii() or not token.isalpha():
-        return token
-    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def content_terms(tokens, known) -> tuple[str, ...]:
-    """The question's distinct content terms, stemmed: without English function words when the question is
-    English (3+ Latin tokens), and without CJK words the corpus lacks (`known(term)` false) that jieba's
-    general dictionary counts as common (>= GENERIC_FREQ)."""
-    freq = _jieba_freq()
-    latin = sum(t.isascii() for t in tokens)
-    out: dict[str, None] = {}
-    for t in tokens:
-        if latin >= 3 and t in _EN_FUNCTION:
-            continue
-        term = stem(t)
-        if not t.isascii() and not known(term) and freq.get(t, 0) >= GENERIC_FREQ:
-            continue
-        out[term] = None
-    return tuple(out)
-
-
-def dictionary_word(token: str) -> bool:
-    """Whether jieba's general dictionary knows `token` (a real word, not a typo or an ad-hoc compound)."""
-    return _jieba_freq().get(token, 0) > 0
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
 from kb import refusal, token_cache
+from kb.terms import content_terms, dictionary_word, stem
 from kb.text import tokenize
 
 MODES = ("hybrid", "dense", "bm25")
@@ -86,10 +87,12 @@ class Evidence:
     char_coverage: float = 0.0     # best share of the question's character bigrams (and Latin words) in one top chunk
     unknown_share: float = 0.0     # IDF-weighted share of the question's tokens that no chunk contains
     dense_margin: float = 0.0      # top cosine minus the 10th best: how much the best chunks stand out
-    # From the question's content terms (kb.refusal.content_terms: no generic verbs, plural -s dropped):
+    # From the question's content terms (kb.terms.content_terms: no generic words, plural -s dropped):
     lead_name_off: float = 0.0     # 1.0 when a Chinese question opens with a capitalised name (Java, Rust, C++) that the
                                    # first-ranked chunk's article title and headings do not name (nor a longer word holding it)
-    lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin and not in those headings
+                                   # and that fewer than LEAD_MIN_CHUNKS of its chunks contain (Java: one, in passing)
+    lead_off_topic: float = 0.0    # 1.0 when a Chinese question's first content term is Latin, not in those headings and
+                                   # in fewer than LEAD_MIN_CHUNKS of the article's chunks (deepcopy, c_noise are in more)
     unknown_word: float = 0.0      # 1.0 when a content term is a real word no chunk contains: a Latin word (asyncio) or
                                    # a word of jieba's dictionary (简历); a typo or an ad-hoc compound does not count;
                                    # 1.0 also when the question has no content term
@@ -200,11 +203,15 @@ class HybridRetriever:
         n = len(docs)
         self.idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items()}
         self.unknown_idf = math.log((n + 0.5) / 0.5 + 1)      # a token no chunk contains
-        self.known_stems = {refusal.stem(t) for t in df}          # every chunk term, stemmed (plural -s dropped)
+        self.known_stems = {stem(t) for t in df}          # every chunk term, stemmed (plural -s dropped)
         # What each article is about: the stems of its title and headings (a term met in passing is not there).
         self.topic_stems: dict[str, set[str]] = {}
         for c in index.chunks:
-            self.topic_stems.setdefault(c.slug, set()).update(refusal.stem(t) for t in tokenize(" ".join(c.heading_path)))
+            self.topic_stems.setdefault(c.slug, set()).update(stem(t) for t in tokenize(" ".join(c.heading_path)))
+        # And what it discusses: in how many of its chunks each stem occurs (Java, met once in passing, is in one).
+        self.stem_chunks: dict[str, Counter] = {}
+        for c, d in zip(index.chunks, self.doc_tokens):
+            self.stem_chunks.setdefault(c.slug, Counter()).update({stem(t) for t in d})
 
     def coverage(self, tokens: list[str], row: int) -> float:
         """IDF-weighted share of the distinct `tokens` that chunk `row` contains.
@@ -226,18 +233,27 @@ class HybridRetriever:
                 found += w * sum(ch in self.doc_chars[row] for ch in t) / len(t)
         return found / total
 
+    def discusses(self, slug: str, term: str) -> bool:
+        """Whether an article discusses `term` (a stem of 2+ characters; a lone letter is a variable, not a subject):
+        in LEAD_MIN_CHUNKS of its chunks or more."""
+        return len(term) >= 2 and self.stem_chunks.get(slug, Counter())[term] >= LEAD_MIN_CHUNKS
+
     def lead_off_topic(self, terms: tuple[str, ...], row: int) -> float:
-        if not terms or not terms[0].isascii() or all(t.isascii() for t in terms):
+        # The subject is the first term of 2+ characters: a lone letter or digit is a variable or a number (c_noise, K).
+        lead = next((t for t in terms if len(t) >= 2), None)
+        if lead is None or not lead.isascii() or all(t.isascii() for t in terms):
             return 0.0
-        return float(terms[0] not in self.topic_stems.get(self.index.chunks[row].slug, set()))
+        slug = self.index.chunks[row].slug
+        return float(lead not in self.topic_stems.get(slug, set()) and not self.discusses(slug, lead))
 
     def lead_name_off(self, question: str, terms: tuple[str, ...], row: int) -> float:
         m = _LEAD_NAME.match(question)
         if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
             return 0.0
-        name = refusal.stem(m.group(1).lower())
-        topic = self.topic_stems.get(self.index.chunks[row].slug, set())
-        return 0.0 if any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
+        name = stem(m.group(1).lower())
+        slug = self.index.chunks[row].slug
+        topic = self.topic_stems.get(slug, set())
+        return 0.0 if self.discusses(slug, name) or any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
 
     def char_coverage(self, grams: set[str], row: int) -> float:
         """IDF-weighted share of the question's character bigrams (and Latin words) that chunk `row` contains:
@@ -298,7 +314,7 @@ class HybridRetriever:
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
-        terms = refusal.content_terms(tokens, self.known_stems.__contains__)
+        terms = content_terms(tokens, self.known_stems.__contains__, question)
         top_rows = {r for r, _ in dense_top[: cfg.candidates]} | set(bm25_top[: cfg.candidates])
         both = [max(dense_rank[r], bm25_rank[r]) for r in bm25_rank if r in dense_rank
                 and dense_rank[r] <= cfg.candidates and bm25_rank[r] <= cfg.candidates]
@@ -314,7 +330,7 @@ class HybridRetriever:
             lead_name_off=self.lead_name_off(question, terms, ranked[0]) if ranked else 0.0,
             lead_off_topic=self.lead_off_topic(terms, ranked[0]) if ranked else 0.0,
             # A question with no content term at all (😀, "？？") has nothing the corpus could hold, like unknown_share.
-            unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or refusal.dictionary_word(t))
+            unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or dictionary_word(t))
                                                 for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
         nearest = _nearest_articles(ranked, fused, self.index.chunks)
@@ -325,6 +341,7 @@ class HybridRetriever:
                             retrieval="hybrid" if self.dense else "bm25")
 
 
+LEAD_MIN_CHUNKS = 3      # an article discusses a term it has in this many chunks (lead_off_topic, lead_name_off)
 _LEAD_NAME = re.compile(r"\s*([A-Z][A-Za-z]*[+#]*)(?![A-Za-z0-9_.])")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9_]+")

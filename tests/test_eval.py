@@ -17,10 +17,10 @@ SLUGS = sorted(p.stem for p in (ROOT / "articles").glob("*.md"))
 GOALS = {"hit5": 0.95, "mrr10": 0.85, "refusal_rate": 0.9}
 MAX_FALSE_REFUSALS = 0.03
 # The d4-* dev questions (issue 8: the dev split grown for the sentence-scorer refit) are written as new users
-# type them: English, typos, colloquial. Today's refusal model refuses 37 of their 235 (0.157, 2026-12-01); they
-# stay as a known gap for the refusal work, under their own ceiling so that it cannot grow unseen. The 0.03 goal
-# keeps holding for the questions it was set on.
-MAX_FALSE_REFUSALS_D4 = 0.17
+# type them: English, typos, colloquial. The refusal model refused 37 of their 235 on 2026-12-01 before the
+# English generic-word rule and refit (kb.refusal), 6 after (0.026; they are in the split the threshold is chosen
+# on); the ceiling leaves a margin of two questions (8/235). The 0.03 goal keeps holding for the other questions.
+MAX_FALSE_REFUSALS_D4 = 0.035
 
 
 def test_metrics_by_hand():

@@ -75,3 +75,33 @@ def test_probe_test_half_rates(kb):
     assert refused >= 19 / 22, f"refused {rates['refused']}/{rates['out_of_scope']} out-of-scope probes; wrong: {rates['wrong']}"
     assert false_refusals <= 0.0, (
         f"falsely refused {rates['false_refusals']}/{rates['answerable']} answerable probes; wrong: {rates['wrong']}")
+
+
+# Issue 8, item 2: natural English and Chinese dev questions (d4-*) refused before the English generic-word rule,
+# the lead term's "discusses" check and the refit of 2026-12-01; all eight are answered now.
+NATURAL = [
+    "how do I write a custom autograd.Function in PyTorch 2",
+    "why does DDIM still work with only a few steps",
+    "when should I call gc.collect() manually",
+    "what is the ideal denoiser in EDM",
+    "tuple vs list indexing speed",
+    "c_noise 为什么取 ln sigma 的四分之一",
+    "deepcopy 碰到循环引用会不会无限递归",
+    "Langevin 校正的步常怎么定",
+]
+
+
+@pytest.mark.slow
+def test_natural_english_and_lead_term_questions_are_answered(kb):
+    model = load_model()
+    wrong = {}
+    for question in NATURAL:
+        result = kb.search(question)
+        if not result.answerable:
+            e = result.evidence
+            wrong[question] = (dict(zip(FEATURES, features(e).round(3))), round(model.probability(e), 3))
+    assert not wrong, f"refused (features, P vs threshold {model.threshold:.3f}): {wrong}"
+    # Why: manually (Zipf 3.7) is common English, not an unknown subject; deepcopy is not in the headings of the
+    # mutability article but it discusses deepcopy (in 3+ chunks), unlike Java in the object-reference article.
+    assert kb.search("when should I call gc.collect() manually").evidence.unknown_word == 0.0
+    assert kb.search("deepcopy 碰到循环引用会不会无限递归").evidence.lead_off_topic == 0.0
