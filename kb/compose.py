@@ -38,10 +38,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
-
 from kb.references import (BACKWARD, CONNECTIVE, FORWARD, REFERENT, _chars, _group, _groups,  # noqa: F401 (re-exported)
-                           answer_elements, dangling_references)
+                           answer_elements, candidate_groups, dangling_references)
 from kb.sentences import CACHE, Unit, code_block_of, query_vector, section_units  # noqa: F401
 from kb.text import tokenize
 
@@ -168,9 +166,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
     q = query_vector(embedder, question)
     cos = CACHE.vectors(embedder, [u.text for _, u in prose]) @ q
     keys = [(c, u.index) for c, u in prose]
-    groups = {}
-    for c in {c for c, _ in keys}:
-        groups.update(((c, i), g) for i, g in _groups(tuple(cands[c].units), cands[c].heading).items())
+    groups = candidate_groups(cands)
     if model is not None:
         X = sentence_model.features(question, qtype, cands, prose, cos)
         z = model.logits(X)

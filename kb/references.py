@@ -50,11 +50,11 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
         return None
     opens_section = all(v.kind == "skip" for v in units[:i])
     out = [u]
-    if CONNECTIVE.match(u.text) or PROBLEM.search(u.text):
+    if refers_back(u.text):
         asked = 0
         while asked < 3 and i - asked > 0 and _asks(units[i - asked - 1]):
             asked += 1
-        if asked and (PROBLEM.search(u.text) or asked == 1):
+        if asked and (asked == 1 or PROBLEM.search(u.text)):
             # The questions the article asks just before ("…调用哪一个？Python 用 MRO 回答这个问题。"), then the answer.
             out = [replace(v, kind="prose") for v in units[i - asked:i]] + out
         elif heading and opens_section and REFERENT.match(u.text):
@@ -102,6 +102,11 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     return out
 
 
+def refers_back(text: str) -> bool:
+    """The sentence leans on what comes before it: it opens with a connective or refers to 这个问题 / 答案."""
+    return bool(CONNECTIVE.match(text) or PROBLEM.search(text))
+
+
 def _asks(u: Unit) -> bool:
     """A question the article asks in its prose (left out of the answer units alone: its answer follows)."""
     return u.kind == "skip" and u.text.rstrip().endswith(("？", "?")) and not u.text.startswith("#") and u.item < 0
@@ -124,6 +129,12 @@ def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[
 def _groups(units: tuple[Unit, ...], heading: str = "") -> dict[int, list[Unit] | None]:
     """`_group` of every prose unit of a section (cached: the same sections answer many questions)."""
     return {u.index: _group(list(units), u.index, heading=heading) for u in units if u.kind == "prose"}
+
+
+def candidate_groups(cands: Sequence) -> dict[tuple[int, int], list[Unit] | None]:
+    """(candidate index, unit index) -> `_group` of every prose unit of the candidate sections (kb.compose's
+    Cand: .units, .heading), as the composer and the sentence model's fit both need them."""
+    return {(c, i): g for c, cand in enumerate(cands) for i, g in _groups(tuple(cand.units), cand.heading).items()}
 
 
 def _chars(units: Sequence[Unit]) -> int:
@@ -195,7 +206,7 @@ def dangling_references(text: str, sections: Sequence) -> list[str]:
             reasons.append(f"points at a block that does not follow: {s[:40]}")
         if BACKWARD.search(s):
             reasons.append(f"points back at something not shown: {s[:40]}")
-        if CONNECTIVE.match(s) or PROBLEM.search(s):
+        if refers_back(s):
             prev = elements[i - 1] if i > 0 else None
             if prev is None or not any(_follows(sec, prev, s) for sec in sections):
                 reasons.append(f"opens with a connective without its predecessor: {s[:40]}")

@@ -198,7 +198,7 @@ class _Case:
 
 
 def _cases(kb, questions) -> list[_Case]:
-    from kb.compose import _group, candidates, question_type
+    from kb.compose import candidate_groups, candidates, question_type
     from kb.sentences import CACHE, prefetch_queries, query_vector, warm_cache
 
     prefetch_queries(kb, [q.question for q in questions])
@@ -220,7 +220,7 @@ def _cases(kb, questions) -> list[_Case]:
         qtype = question_type(result.question)
         cos = CACHE.vectors(kb.embedder, [u.text for _, u in prose]) @ query_vector(kb.embedder, result.question)
         y = np.array([float(any(g in u.text for g in q.gold)) for _, u in prose])
-        groups = {(c, u.index): _group(cands[c].units, u.index, heading=cands[c].heading) for c, u in prose}
+        groups = candidate_groups(cands)
         out.append(_Case(q, qtype, cands, prose, features(result.question, qtype, cands, prose, cos), y, groups))
     return out
 
@@ -303,9 +303,6 @@ def cv_loglik(Xs: list[np.ndarray], ys: list[np.ndarray], l2: float, folds: int 
                 e = np.exp(z - z.max())
                 out.append(float(np.log((e * y).sum() / e.sum())))
     return float(np.mean(out))
-
-
-GRID_FALLBACK = {"floor": 2.0, "close_same": 1.0, "close_other": 0.0, "max_sections": 2, "fill_chars": 120}
 
 
 def _kb(args):
