@@ -4,16 +4,17 @@ leaves no reference dangling.
     _group(units, i, heading=...)        # unit i with what it brings, in source order; None: cannot stand
     dangling_references(answer_text, sections)   # [] when every reference is resolved
 
-A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 brings the sentence
-before it (the question the article asks just before, or, right after a block, the lead-in sentence that
-brings that block, and the block), or is left out; a
+A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 brings the sentence before
+it (the question the article asks just before, or, right after a block, the lead-in sentence that brings that
+block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
+program's output…) and what follows points at nothing, it is quoted without the marker instead (`detach`); a
 section's first sentence that refers to the section's subject (两者…, 它…) gets the heading as its lead-in
-(**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code,
-`$$` formula, table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文)
-is left out. A list item brings its list's lead-in (the sentence ending in ：before the list, or the heading
-of a section the list opens); a later sentence of an item brings the item's first sentence. The check reads a
-finished Markdown answer (list items, **heading**： lead-ins, blocks) and applies the same rules. This module
-knows sentence units (kb.sentences), not scores, citations or rendering.
+(**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code, `$$` formula,
+table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文) is left out. A list
+item brings its list's lead-in (the sentence ending in ：before the list, or the heading of a section the list
+opens); a later sentence of an item brings the item's first sentence. The check reads a finished Markdown
+answer (list items, **heading**： lead-ins, blocks) and applies the same rules. This module knows sentence
+units (kb.sentences), not scores, citations or rendering.
 """
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the 
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
 BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
+# A discourse marker that only links a sentence to what precedes it ("因此…", "可以看到…" after a program's
+# output): without it the sentence states its fact on its own. Pronouns (这, 它, 该), contrasts (但, 而) and
+# steps (然后, 其次) are no such markers: the sentence needs what they point at.
+MARKER = re.compile(r"^(?:因此|所以|因而|于是|此外|另外|同样|同理|也就是说|换句话说|总之|由此可见|可见|不难看出|"
+                    r"可以看到|可以看出|最后一个例子说明|这个例子(?:里|中)?可以(?:看到|观察到))[，,]?\s*")
 
 
 
@@ -46,8 +52,12 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     `heading`: the section's heading, the lead-in of a first sentence that refers to it (两者…, 它…) and of a
     list that opens the section. `forward=False`: the block or list the sentence announces is brought anyway."""
     u = units[i]
-    if u.kind != "prose" or BACKWARD.search(u.text):
+    if u.kind != "prose":
         return None
+    if BACKWARD.search(u.text):
+        if detach(u.text) is None:
+            return None
+        u = replace(u, text=detach(u.text))
     opens_section = all(v.kind == "skip" for v in units[:i])
     out = [u]
     if refers_back(u.text):
@@ -59,19 +69,20 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
             out = [replace(v, kind="prose") for v in units[i - asked:i]] + out
         elif heading and opens_section and REFERENT.match(u.text):
             out = [Unit(-1, "heading", heading), u]      # "**索引与负数索引**：两者都支持…"
-        elif i == 0 or depth >= 2:
-            return None
-        elif units[i - 1].kind == "block":
-            # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
-            before = _group(units, i - 2, depth + 1, heading) if i >= 2 else None
-            if before is None or before[-1] is not units[i - 1]:
-                return None
-            out = before + out
         else:
-            before = _group(units, i - 1, depth + 1, heading)
-            if before is None:
+            before = None
+            if i > 0 and depth < 2 and units[i - 1].kind == "block":
+                # "其中 f 称为…" / "这样…" right after a formula: the lead-in that brings that block comes too.
+                before = _group(units, i - 2, depth + 1, heading) if i >= 2 else None
+                before = before if before is not None and before[-1] is units[i - 1] else None
+            elif i > 0 and depth < 2:
+                before = _group(units, i - 1, depth + 1, heading)
+            if before is not None:
+                out = before + out
+            elif detach(u.text) is not None:
+                out = [replace(u, text=detach(u.text))]      # "因此…" quoted without its predecessor: "…"
+            else:
                 return None
-            out = before + out
     if u.item >= 0 and u.item != i and not any(v.index == u.item for v in out):
         # A later sentence of a list item continues the item: the item's earlier sentences come first.
         earlier = [v for v in units[u.item:i] if v.kind == "prose"]
@@ -105,6 +116,16 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 def refers_back(text: str) -> bool:
     """The sentence leans on what comes before it: it opens with a connective or refers to 这个问题 / 答案."""
     return bool(CONNECTIVE.match(text) or PROBLEM.search(text))
+
+
+def detach(text: str) -> str | None:
+    """The sentence without its opening discourse marker when what remains stands on its own (it points at
+    nothing before it); None otherwise."""
+    m = MARKER.match(text)
+    rest = text[m.end():] if m else ""
+    if len(rest) < 8 or refers_back(rest) or BACKWARD.search(rest) or rest[0] in "，,：:；;":
+        return None
+    return rest
 
 
 def _asks(u: Unit) -> bool:
@@ -221,4 +242,4 @@ def _follows(section, prev: tuple, sentence: str) -> bool:
         prose = [u for u in units if u.kind != "skip"]
         return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
     units = [u for u in units if u.kind != "skip" or _asks(u)]
-    return any(a.text == prev[1] and b.text == sentence for a, b in zip(units, units[1:]))
+    return any(prev[1] in (a.text, detach(a.text)) and b.text == sentence for a, b in zip(units, units[1:]))

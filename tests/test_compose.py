@@ -328,3 +328,27 @@ def test_a_table_cell_with_a_semicolon_and_a_bold_sentence_cut_inside_stay_clean
     assert units[1].text.splitlines()[2] == "| `RANK` | 全局编号；弹性会合时由会合结果决定 |"
     bold = section_units("两个有代表性的结论：\n\n- **DDIM 是概率流 ODE 的一阶解法。** 它的确定性更新正是 Euler 步。\n")
     assert [u.text for u in bold] == ["两个有代表性的结论：", "DDIM 是概率流 ODE 的一阶解法。", "它的确定性更新正是 Euler 步。"]
+
+
+def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
+    """'可以看到…' after a program's output and '因此…' after a sentence that cannot stand state their fact on
+    their own once the marker goes; pronouns and contrasts (它, 这, 但) still need what they point at."""
+    text = ("下面的代码打印容量：\n\n```python\nprint(1)\n```\n\n可以看到容量按 0、4、8、16 的节奏增长。这样追加的均摊代价是常数。\n\n"
+            "上面的例子很短。所以用 gradcheck 时请始终把输入转成 float64。因此它很省内存。但是这种写法在多线程下会失败。\n")
+    units = section_units(text)
+    assert [u.kind for u in units] == ["prose", "block", "prose", "prose", "prose", "prose", "prose", "prose"]
+    texts = lambda g: None if g is None else [u.text for u in g]
+    assert texts(_group(units, 2)) == ["容量按 0、4、8、16 的节奏增长。"], "可以看到 points at the output: dropped"
+    assert texts(_group(units, 3)) == ["容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "这样 brings it"
+    assert texts(_group(units, 5)) == ["用 gradcheck 时请始终把输入转成 float64。"], "所以 without 上面…"
+    assert texts(_group(units, 6)) == ["用 gradcheck 时请始终把输入转成 float64。", "因此它很省内存。"], "因此它… brings it"
+    assert _group(section_units("因此它很省内存，也很快。\n"), 0) is None, "它 still needs what it points at"
+    assert _group(section_units("但是这种写法在多线程下会失败。\n"), 0) is None, "但是这…: a contrast is no marker"
+    assert _group(section_units("上面的代码打印了 3，可以看到它很快。\n"), 0) is None, "上面 points back mid-sentence"
+    assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
+    sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
+    link = "[[1]](article/x#s)"
+    quoted = f"容量按 0、4、8、16 的节奏增长。{link}这样追加的均摊代价是常数。{link}用 gradcheck 时请始终把输入转成 float64。{link}因此它很省内存。{link}"
+    assert dangling_references(quoted, sections) == []
+    assert dangling_references(f"因此它很省内存。{link}", sections) == [
+        "opens with a connective without its predecessor: 因此它很省内存。"]
