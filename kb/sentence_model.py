@@ -227,6 +227,7 @@ def _cases(kb, questions) -> list[_Case]:
 
 def _answer_figures(cases: list[_Case], model: SentenceModel, params: dict) -> dict:
     """Gold recall, gold hit, unrelated share and median prose length of the selected sentences."""
+    from kb.answer_eval import has_gold
     from kb.compose import Scored, select
 
     rec, hit, chars, unrelated = [], [], [], 0
@@ -235,7 +236,7 @@ def _answer_figures(cases: list[_Case], model: SentenceModel, params: dict) -> d
         rel = {(c, u.index): float(s) for (c, u), s in zip(case.prose, z)}
         plan = select(Scored(case.qtype, case.cands, rel, case.groups, params))
         text = "\n".join(p.text for _, pieces in plan.groups for p in pieces)
-        found = [g in text for g in case.question.gold]
+        found = [has_gold(text, g) for g in case.question.gold]
         rec.append(sum(found) / len(found))
         hit.append(float(any(found)))
         chars.append(plan.prose_chars)

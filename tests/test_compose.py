@@ -352,3 +352,13 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert dangling_references(quoted, sections) == []
     assert dangling_references(f"因此它很省内存。{link}", sections) == [
         "opens with a connective without its predecessor: 因此它很省内存。"]
+
+
+def test_a_gold_fragment_opening_with_a_marker_is_found_in_the_detached_quote():
+    from kb.answer_eval import has_gold
+
+    answer = "容量按 0、4、8、16 的节奏增长：追加第 1 个元素时一次分配 4 个槽位。"
+    assert has_gold(answer, "可以看到容量按 0、4、8、16 的节奏增长"), "quoted without 可以看到"
+    assert has_gold(answer, "一次分配 4 个槽位"), "a plain fragment"
+    assert not has_gold(answer, "可以看到容量按 0、4、8、16、24 的节奏增长"), "other content"
+    assert not has_gold("它不再增长。", "所以它不再增长"), "所以它…: 它 needs what it points at, no detached form"
