@@ -55,9 +55,10 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     if u.kind != "prose":
         return None
     if BACKWARD.search(u.text):
-        if detach(u.text) is None:
+        bare = detach(u.text)
+        if bare is None:
             return None
-        u = replace(u, text=detach(u.text))
+        u = replace(u, text=bare)
     opens_section = all(v.kind == "skip" for v in units[:i])
     out = [u]
     if refers_back(u.text):
@@ -79,8 +80,8 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
                 before = _group(units, i - 1, depth + 1, heading)
             if before is not None:
                 out = before + out
-            elif detach(u.text) is not None:
-                out = [replace(u, text=detach(u.text))]      # "因此…" quoted without its predecessor: "…"
+            elif (bare := detach(u.text)) is not None:
+                out = [replace(u, text=bare)]      # "因此…" quoted without its predecessor: "…"
             else:
                 return None
     if u.item >= 0 and u.item != i and not any(v.index == u.item for v in out):
