@@ -65,6 +65,7 @@ class BackendRow:
     build_cpu_s: float = 0.0       # CPU seconds of this process during the build (median): the work, whatever
                                    # share of the cores the machine's other load left to it
     builds: list = field(default_factory=list)       # every build's seconds, in the order they ran
+    build_cpus: list = field(default_factory=list)   # every build's CPU seconds, in the same order
     build_loads: list = field(default_factory=list)  # 1-minute load average at the start of each build
     embed_p50_ms: float = 0.0      # one question's embedding
     embed_p95_ms: float = 0.0
@@ -131,13 +132,14 @@ def _latency(kb, questions: list[str]) -> tuple[tuple[float, float], tuple[float
 
 
 def _timed_build(kb, row: BackendRow):
-    """Rebuild `kb`'s index from scratch; note the build's seconds and the load average before it in
-    `row`; returns the summary and the CPU seconds the build took."""
+    """Rebuild `kb`'s index from scratch; note the build's seconds, CPU seconds and the load average before
+    it in `row`; returns the summary."""
     row.build_loads.append(round(os.getloadavg()[0], 2))
     cpu = time.process_time()
     summary = kb.index(rebuild=True)
     row.builds.append(summary.seconds)
-    return summary, time.process_time() - cpu
+    row.build_cpus.append(time.process_time() - cpu)
+    return summary
 
 
 def bench_backends(config: Config, backends, devset: str | None, log: Callable[[str], None],
@@ -158,7 +160,7 @@ def bench_backends(config: Config, backends, devset: str | None, log: Callable[[
     path = Path(devset) if devset else PROJECT / "tests" / "data" / "devset.jsonl"
     dev = load_devset(path) if path.is_file() else []
     questions = [q.question for q in dev] or DEFAULT_QUESTIONS
-    rows, kbs, cpu = [], [], {}
+    rows, kbs, chunks = [], [], {}
     with tempfile.TemporaryDirectory(prefix="kb-bench-backends-") as tmp:
         articles = Path(tmp) / "articles"
         shutil.copytree(config.articles_dir, articles)
@@ -180,9 +182,7 @@ def bench_backends(config: Config, backends, devset: str | None, log: Callable[[
                 t = time.perf_counter()
                 make_embedder(cfg).embed_query("预热")
                 row.reload_s = time.perf_counter() - t
-            summary, cpu_s = _timed_build(kb, row)
-            cpu[backend] = [cpu_s]
-            row.chunks_per_s = summary.chunks_embedded          # divided by the median build below
+            chunks[backend] = _timed_build(kb, row).chunks_embedded
             (row.embed_p50_ms, row.embed_p95_ms), (row.query_p50_ms, row.query_p95_ms) = _latency(kb, questions)
             if dev:
                 m = run_eval(kb, dev)[0]
@@ -193,11 +193,11 @@ def bench_backends(config: Config, backends, devset: str | None, log: Callable[[
             for i in range(len(rows)):
                 row, kb = rows[(r + i) % len(rows)], kbs[(r + i) % len(rows)]
                 log(f"bench: build round {r + 1} of {rounds}, backend {row.backend}")
-                cpu[row.backend].append(_timed_build(kb, row)[1])
+                _timed_build(kb, row)
     for row in rows:
         row.build_s = statistics.median(row.builds)
-        row.build_cpu_s = statistics.median(cpu[row.backend])
-        row.chunks_per_s = row.chunks_per_s / row.build_s if row.build_s else 0.0
+        row.build_cpu_s = statistics.median(row.build_cpus)
+        row.chunks_per_s = chunks[row.backend] / row.build_s if row.build_s else 0.0
     base = next((r for r in rows if r.backend == "torch"), None)
     for r in rows:
         if base is not None and r is not base:

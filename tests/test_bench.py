@@ -82,6 +82,7 @@ def test_backends_side_by_side_with_deltas_against_torch(tmp_path):
         assert len(r.builds) == len(r.build_loads) == 3 and r.build_s == sorted(r.builds)[1], "median of 3"
         assert r.chunks_per_s == pytest.approx(chunks / r.build_s)
         assert r.build_cpu_s > 0 and all(load >= 0 for load in r.build_loads)
+        assert len(r.build_cpus) == 3 and r.build_cpu_s == sorted(r.build_cpus)[1], "CPU seconds: median of 3"
     assert int8.build_cpu_speedup == pytest.approx(torch_row.build_cpu_s / int8.build_cpu_s)
     assert set(torch_row.metrics) == set(METRICS) and torch_row.deltas == {}
     assert int8.deltas == {k: round(int8.metrics[k] - torch_row.metrics[k], 4) for k in METRICS}
