@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb import glossary
 from kb.linear_model import StandardizedLinear, read_fitted
 from kb.text import tokenize
 
@@ -56,6 +57,12 @@ FOCUS = 0.0       # dev gold recall the thresholds may give up for shorter answe
 GRID = {"floor": (3.0, 4.0, 5.0, 6.0, 100.0), "close_same": (1.0, 2.0, 100.0), "close_other": (0.0, 1.0),
         "max_sections": (2, 3), "fill_chars": (120, 250, 450), "switch": (0.0, 1.0, 100.0),
         "char_cost": (0.0, 0.5, 1.0, 2.0, 3.0)}
+
+
+def scoring_question(question: str) -> str:
+    """The question as the scorer reads it: English terms replaced by the articles' Chinese (kb/glossary.py);
+    its type (kb.compose.question_type) and retrieval read it as typed."""
+    return glossary.translate(question)
 
 
 def question_words(question: str) -> list[str]:
@@ -218,10 +225,11 @@ def _cases(kb, questions) -> list[_Case]:
         if not prose:
             continue
         qtype = question_type(result.question)
-        cos = CACHE.vectors(kb.embedder, [u.text for _, u in prose]) @ query_vector(kb.embedder, result.question)
+        scoring = scoring_question(result.question)
+        cos = CACHE.vectors(kb.embedder, [u.text for _, u in prose]) @ query_vector(kb.embedder, scoring)
         y = np.array([float(any(g in u.text for g in q.gold)) for _, u in prose])
         groups = candidate_groups(cands)
-        out.append(_Case(q, qtype, cands, prose, features(result.question, qtype, cands, prose, cos), y, groups))
+        out.append(_Case(q, qtype, cands, prose, features(scoring, qtype, cands, prose, cos), y, groups))
     return out
 
 
