@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from kb.references import (BACKWARD, CONNECTIVE, FORWARD, REFERENT, _chars, _group, _groups,  # noqa: F401 (re-exported)
-                           answer_elements, candidate_groups, dangling_references)
+                           answer_elements, candidate_groups, dangling_references, refers_back)
 from kb.sentences import CACHE, Unit, code_block_of, query_vector, section_units  # noqa: F401
 from kb.text import tokenize
 
@@ -302,6 +302,12 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
             lists = {lid for lid in starts if starts.count(lid) >= 2}
         if lists:
             pulled = [g for g in rest if any(u.list_id in lists for u in g)]
+            # A sentence that continues a pulled item ("这种拆分…" after the list's last item) moves with it.
+            at = {u.index for g in pulled for u in g}
+            for g in sorted(rest, key=lambda g: g[0].index):
+                if not any(g is p for p in pulled) and g[0].index - 1 in at and refers_back(g[0].text):
+                    pulled.append(g)
+                    at.update(u.index for u in g)
             first = sorted(first + [u for g in pulled for u in g], key=lambda u: u.index)
             rest = [g for g in rest if not any(g is p for p in pulled)]
         rest = sorted((u for g in rest for u in g), key=lambda u: u.index)

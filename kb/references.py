@@ -37,7 +37,8 @@ _ENDS = tuple("。！？；.!?;）)”」")
 LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the list is this short
 # "Python 用 MRO 回答这个问题。", "PEP 442 解决了这个问题": the problem is the sentence (or the question) before.
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
-BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|可以看到|"
+BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|"
+                      r"(?:^|[，,从中里后]|输出|结果)可以看到|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
 # A discourse marker that only links a sentence to what precedes it ("因此…", "可以看到…" after a program's
 # output): without it the sentence states its fact on its own. Pronouns (这, 它, 该), contrasts (但, 而) and

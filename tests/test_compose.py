@@ -362,3 +362,29 @@ def test_a_gold_fragment_opening_with_a_marker_is_found_in_the_detached_quote():
     assert has_gold(answer, "一次分配 4 个槽位"), "a plain fragment"
     assert not has_gold(answer, "可以看到容量按 0、4、8、16、24 的节奏增长"), "other content"
     assert not has_gold("它不再增长。", "所以它不再增长"), "所以它…: 它 needs what it points at, no detached form"
+
+
+SPLIT = ("EDM 的出发点是解耦。论文把模型拆成以下几个部件：\n\n1. 加噪过程：用两个函数刻画。\n2. 采样器：一阶还是二阶求解器。\n"
+         "3. 训练配方：噪声水平的分布。\n\n这种拆分带来的好处是可以单独替换采样器。论文最终只用 35 次网络评估就得到最好的结果。\n")
+
+
+def test_a_sentence_continuing_a_list_moves_with_the_list_that_opens_the_answer():
+    """Two chosen items pull their list to the front; 这种拆分… continues the last item and must come along
+    (before, it stayed behind the opening sentence, a connective without its predecessor)."""
+    plan = _plan_of(SPLIT, "统一框架", {"论文最终": 8.0, "采样器：": 4.6, "训练配方": 4.5, "这种拆分": 4.4},
+                    params={"floor": 6.0, "char_cost": 0.5})
+    assert [p.text[:4] for p in plan.groups[0][1]] == ["论文把模", "采样器：", "训练配方", "这种拆分", "论文最终"]
+    sections = [Section("p", "统一框架", 2, ("T", "统一框架"), SPLIT, 1)]
+    from kb.answer_markdown import pieces_markdown
+    text = "\n\n".join(pieces_markdown(plan.groups[0][1], "[[1]](a#p)"))
+    assert dangling_references(text, sections) == []
+
+
+def test_a_caller_that_can_see_a_change_points_back_at_nothing():
+    """可以看到 points back at output only after it (从输出可以看到, 运行后可以看到) or opening a sentence;
+    调用方可以看到 ("the caller can see") is a plain statement."""
+    from kb.references import BACKWARD
+
+    assert not BACKWARD.search("在函数内修改参数所引用的可变对象，调用方可以看到，因为双方共享同一个对象；")
+    for s in ("从输出可以看到，每种情况下只有一个。", "运行后可以看到计数在增长。", "可以看到容量按 0、4、8 增长。", "结果可以看到两者相同。"):
+        assert BACKWARD.search(s), s
