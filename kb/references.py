@@ -44,7 +44,7 @@ BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例
 # output): without it the sentence states its fact on its own. Pronouns (这, 它, 该), contrasts (但, 而) and
 # steps (然后, 其次) are no such markers: the sentence needs what they point at.
 MARKER = re.compile(r"^(?:因此|所以|因而|于是|此外|另外|同样|同理|也就是说|换句话说|总之|由此可见|可见|不难看出|"
-                    r"可以看到|可以看出|最后一个例子说明|这个例子(?:里|中)?可以(?:看到|观察到))[，,]?\s*")
+                    r"可以看到|可以看出|类似地|最后一个例子说明|这个例子(?:里|中)?可以(?:看到|观察到))[，,]?\s*")
 
 
 

@@ -345,6 +345,8 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert _group(section_units("因此它很省内存，也很快。\n"), 0) is None, "它 still needs what it points at"
     assert _group(section_units("但是这种写法在多线程下会失败。\n"), 0) is None, "但是这…: a contrast is no marker"
     assert _group(section_units("上面的代码打印了 3，可以看到它很快。\n"), 0) is None, "上面 points back mid-sentence"
+    similar = section_units("最后一行展示了一个例外。类似地，`gradgradcheck` 可以检查二阶导数。\n")
+    assert texts(_group(similar, 1)) == ["`gradgradcheck` 可以检查二阶导数。"], "类似地 after a sentence that cannot stand"
     assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
     sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
     link = "[[1]](article/x#s)"
