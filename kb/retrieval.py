@@ -52,7 +52,7 @@ from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
 from kb import refusal, token_cache
-from kb.terms import content_terms, dictionary_word, stem
+from kb.terms import TECH_NAMES, content_terms, dictionary_word, names, stem
 from kb.text import tokenize
 
 MODES = ("hybrid", "dense", "bm25")
@@ -247,13 +247,16 @@ class HybridRetriever:
         return float(lead not in self.topic_stems.get(slug, set()) and not self.discusses(slug, lead))
 
     def lead_name_off(self, question: str, terms: tuple[str, ...], row: int) -> float:
+        slug = self.index.chunks[row].slug
+        topic = self.topic_stems.get(slug, set())
+        off = lambda name: not self.discusses(slug, name) and not any(name in t or (len(t) >= 3 and t in name) for t in topic)
+        if not _CJK_RUN.search(question):
+            # An English question naming another language or framework ("what is the java memory model").
+            return float(any(off(n) for n in names(question) if n in TECH_NAMES))
         m = _LEAD_NAME.match(question)
         if not m or sum(t.isascii() for t in terms) >= 3 or all(t.isascii() for t in terms):
             return 0.0
-        name = stem(m.group(1).lower())
-        slug = self.index.chunks[row].slug
-        topic = self.topic_stems.get(slug, set())
-        return 0.0 if self.discusses(slug, name) or any(name in t or (len(t) >= 3 and t in name) for t in topic) else 1.0
+        return float(off(stem(m.group(1).lower())))
 
     def char_coverage(self, grams: set[str], row: int) -> float:
         """IDF-weighted share of the question's character bigrams (and Latin words) that chunk `row` contains:

@@ -20,6 +20,12 @@ GENERIC_FREQ = 3000     # jieba dictionary count from which a CJK word the corpu
 # only (in a Chinese or mixed question a Latin word is a deliberate term), and never to a name: a word capitalised
 # inside the sentence (Rust, Swift, Spring) or written with capitals past its first letter (NCCL, JavaScript).
 GENERIC_ZIPF = 3.3
+# Languages, runtimes and frameworks a reader names in lower case ("what is the java memory model"): names, never
+# common vocabulary, although wordfreq counts java 4.0 and ruby 4.1 for their everyday senses. Words that are also
+# everyday verbs (react, spring, go) are not listed: lower case, they stay vocabulary.
+TECH_NAMES = frozenset("java javascript typescript kotlin scala groovy swift rust golang ruby perl php lua julia dart "
+                       "elixir erlang haskell clojure fortran cobol matlab csharp dotnet nodejs django flask rails "
+                       "angular vue svelte jvm jdk cuda keras jax mxnet paddle".split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,12 +51,15 @@ _SENTENCE_START = re.compile(r"(?:^|[.?!:;]\s+|[。？！：；])\s*$")    # "au
 
 
 def names(question: str) -> frozenset[str]:
-    """Latin words the question writes as names, lowercased: with a capital past the first letter (NCCL,
-    JavaScript), or capitalised anywhere but at the start of a sentence ("in Rust", "Java 的…" counts only
-    when followed by no English: a Chinese question opening with its subject)."""
+    """Latin words the question writes as names, lowercased: one of TECH_NAMES in any casing, a word with a
+    capital past the first letter (NCCL, JavaScript), or capitalised anywhere but at the start of a sentence
+    ("in Rust", "Java 的…" counts only when followed by no English: a Chinese question opening with its subject)."""
     out = set()
     for m in _WORD.finditer(question):
         w = m.group()
+        if w.lower() in TECH_NAMES:
+            out.add(w.lower())
+            continue
         if w.lower() == w:
             continue
         if any(c.isupper() for c in w[1:]):

@@ -71,8 +71,9 @@ def test_probe_test_half_rates(kb):
     rates = probe_rates(kb, [p for p in PROBES if p["split"] == "test"])["test"]
     refused = rates["refused"] / rates["out_of_scope"]
     false_refusals = rates["false_refusals"] / rates["answerable"]
-    # Measured 2026-12-01 (README): 19/22 refused, 0/22 falsely refused; before the refit 17/22 and 3/22.
-    assert refused >= 19 / 22, f"refused {rates['refused']}/{rates['out_of_scope']} out-of-scope probes; wrong: {rates['wrong']}"
+    # Measured 2026-12-01 (README): 20/22 refused (19/22 before English questions naming another language counted
+    # as off the top article's subject), 0/22 falsely refused; before the first refit 17/22 and 3/22.
+    assert refused >= 20 / 22, f"refused {rates['refused']}/{rates['out_of_scope']} out-of-scope probes; wrong: {rates['wrong']}"
     assert false_refusals <= 0.0, (
         f"falsely refused {rates['false_refusals']}/{rates['answerable']} answerable probes; wrong: {rates['wrong']}")
 
@@ -105,3 +106,16 @@ def test_natural_english_and_lead_term_questions_are_answered(kb):
     # mutability article but it discusses deepcopy (in 3+ chunks), unlike Java in the object-reference article.
     assert kb.search("when should I call gc.collect() manually").evidence.unknown_word == 0.0
     assert kb.search("deepcopy 碰到循环引用会不会无限递归").evidence.lead_off_topic == 0.0
+
+
+@pytest.mark.slow
+def test_an_english_question_naming_another_language_is_refused(kb):
+    """Lower case, java is no name by casing and common English by frequency (Zipf 4.0); as one of
+    kb.terms.TECH_NAMES it is the question's subject, which the GC and object-reference articles do not discuss."""
+    for question in ("what is the java memory model", "how does java garbage collection work"):
+        result = kb.search(question)
+        assert not result.answerable and result.evidence.lead_name_off == 1.0, (question, result.evidence)
+    # A name outside that list (Docker) or one the article discusses (DDP) leaves an English question answered.
+    for question in ("how can I debug with pdb inside a Docker container over SSH", "how does DDP keep the model replicas in sync"):
+        result = kb.search(question)
+        assert result.answerable and result.evidence.lead_name_off == 0.0, (question, result.evidence)
