@@ -63,7 +63,8 @@ def _mean(xs) -> float:
 def has_gold(text: str, fragment: str) -> bool:
     """`fragment` is in `text`, or without its opening discourse marker (所以…) as the composer quotes a sentence
     whose predecessor it leaves out."""
-    return fragment in text or (detach(fragment) or fragment) in text
+    bare = detach(fragment)
+    return fragment in text or (bare is not None and bare in text)
 
 
 def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> AnswerMetrics:

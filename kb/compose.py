@@ -165,14 +165,13 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
         return None
     keys = [(c, u.index) for c, u in prose]
     groups = candidate_groups(cands)
+    # The fitted scorer reads English terms as the articles' Chinese (kb/glossary.py); the hand-set blend does not.
+    scoring = sentence_model.scoring_question(question) if model is not None else question
+    cos = CACHE.vectors(embedder, [u.text for _, u in prose]) @ query_vector(embedder, scoring)
     if model is not None:
-        # The fitted scorer reads English terms as the articles' Chinese (kb/glossary.py).
-        scoring = sentence_model.scoring_question(question)
-        cos = CACHE.vectors(embedder, [u.text for _, u in prose]) @ query_vector(embedder, scoring)
         X = sentence_model.features(scoring, qtype, cands, prose, cos)
         z = model.logits(X)
         return Scored(qtype, cands, dict(zip(keys, map(float, z))), groups, model.params)
-    cos = CACHE.vectors(embedder, [u.text for _, u in prose]) @ query_vector(embedder, question)
     words = [w for w in dict.fromkeys(tokenize(question)) if len(w) > 1 or not w.isascii()]
     bonus = _TYPE_BONUS.get(qtype)
     rel: dict[tuple[int, int], float] = {}
