@@ -7,14 +7,15 @@ leaves no reference dangling.
 A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 brings the sentence before
 it (the question the article asks just before, or, right after a block, the lead-in sentence that brings that
 block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
-program's output…) and what follows points at nothing, it is quoted without the marker instead (`detach`); a
+program's output…, an ordinal 其二，) and what follows points at nothing, it is quoted without the marker instead
+(`detach`); an aside in parentheses that points back (（如上例中…）) is dropped the same way (`drop_aside`); a
 section's first sentence that refers to the section's subject (两者…, 它…) gets the heading as its lead-in
 (**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code, `$$` formula,
 table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文) is left out. A list
-item brings its list's lead-in (the sentence ending in ：before the list, or the heading of a section the list
-opens); a later sentence of an item brings the item's first sentence. The check reads a finished Markdown
-answer (list items, **heading**： lead-ins, blocks) and applies the same rules. This module knows sentence
-units (kb.sentences), not scores, citations or rendering.
+item brings its list's lead-in (the sentence ending in ：before the list; the section's heading when the list
+opens the section or that sentence cannot stand); a later sentence of an item brings the item's first sentence.
+The check reads a finished Markdown answer (list items, **heading**： lead-ins, blocks) and applies the same
+rules. This module knows sentence units (kb.sentences), not scores, citations or rendering.
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问�
 BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|"
                       r"(?:^|[，,从中里后]|输出|结果)可以看到|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
+# 其二，… / 第二，…: an ordinal that enumerates points which state their own facts.
+_ORDINAL = r"(?:其[一二三四五]|第[一二三四五六])(?=[，,])"
 # A discourse marker that only links a sentence to what precedes it ("因此…", "可以看到…" after a program's
 # output): without it the sentence states its fact on its own. Pronouns (这, 它, 该), contrasts (但, 而) and
 # steps (然后, 其次) are no such markers: the sentence needs what they point at.
 MARKER = re.compile(r"^(?:因此|所以|因而|于是|此外|另外|同样|同理|也就是说|换句话说|总之|由此可见|可见|不难看出|"
-                    r"可以看到|可以看出|类似地|最后一个例子说明|这个例子(?:里|中)?可以(?:看到|观察到))[，,]?\s*")
+                    r"可以看到|可以看出|类似地|" + _ORDINAL + r"|最后一个例子说明|这个例子(?:里|中)?可以(?:看到|观察到))[，,]?\s*")
 
 
 
@@ -56,7 +59,7 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     if u.kind != "prose":
         return None
     if BACKWARD.search(u.text):
-        bare = detach(u.text)
+        bare = drop_aside(u.text) or detach(u.text)
         if bare is None:
             return None
         u = replace(u, text=bare)
@@ -120,6 +123,17 @@ def refers_back(text: str) -> bool:
     return bool(CONNECTIVE.match(text) or PROBLEM.search(text))
 
 
+_POINTS_BACK = re.compile(r"这[个些种一]|上述|前者|后者")
+_ASIDE = re.compile(r"（[^（）]*）|\([^()]*\)")
+
+
+def drop_aside(text: str) -> str | None:
+    """The sentence without the parenthetical asides that point back ("（如上例中 …）") when the rest points at
+    nothing; None otherwise."""
+    bare = _ASIDE.sub(lambda m: "" if BACKWARD.search(m.group(0)) else m.group(0), text)
+    return bare if bare != text and not BACKWARD.search(bare) else None
+
+
 def detach(text: str) -> str | None:
     """The sentence without its opening discourse marker when what remains stands on its own (it points at
     nothing before it); None otherwise."""
@@ -127,6 +141,8 @@ def detach(text: str) -> str | None:
     rest = text[m.end():] if m else ""
     if len(rest) < 8 or refers_back(rest) or BACKWARD.search(rest) or rest[0] in "，,：:；;":
         return None
+    if re.match(_ORDINAL, text) and _POINTS_BACK.search(rest):
+        return None      # "第二，把名字绑定到这个对象上": the step leans on the one before
     return rest
 
 
@@ -142,7 +158,9 @@ def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[
     if before is not None and before.kind != "block" and before.text.rstrip().endswith(("：", ":")):
         if before.kind == "skip":
             return [replace(before, kind="prose")]     # "**优点**："
-        return _group(units, list_id - 1, depth + 1, heading, forward=False)
+        lead = _group(units, list_id - 1, depth + 1, heading, forward=False)
+        # A lead-in that cannot stand ("这带来两种选择：" after a chain): the section's heading introduces the list.
+        return lead if lead is not None or not heading else [Unit(-1, "heading", heading)]
     if heading and all(v.kind == "skip" for v in units[:list_id]):
         return [Unit(-1, "heading", heading)]
     return []

@@ -390,3 +390,45 @@ def test_a_caller_that_can_see_a_change_points_back_at_nothing():
     assert not BACKWARD.search("在函数内修改参数所引用的可变对象，调用方可以看到，因为双方共享同一个对象；")
     for s in ("从输出可以看到，每种情况下只有一个。", "运行后可以看到计数在增长。", "可以看到容量按 0、4、8 增长。", "结果可以看到两者相同。"):
         assert BACKWARD.search(s), s
+
+
+def test_an_aside_pointing_back_is_dropped_and_the_sentence_quoted():
+    """'（如上例中 …）' inside a sentence is an aside: without it the rule stands on its own; a back reference
+    outside the parentheses still leaves the sentence out."""
+    text = ("```python\nclass LoggingDict(LoggingDictMixin, dict): pass\n```\n\n"
+            "使用 Mixin 的规则：Mixin 写在基类列表的左边，主基类写在最右边（如上例中 `LoggingDictMixin` 把调用转交给 `dict`）。"
+            "上面的代码（见 `dict`）打印了两行。\n")
+    units = section_units(text)
+    texts = lambda g: None if g is None else [u.text for u in g]
+    assert texts(_group(units, 1)) == ["使用 Mixin 的规则：Mixin 写在基类列表的左边，主基类写在最右边。"]
+    assert _group(units, 2) is None, "上面的代码 is outside the parentheses"
+    sections = [Section("m", "Mixin", 2, ("T", "Mixin"), text, 1)]
+    assert dangling_references("使用 Mixin 的规则：Mixin 写在基类列表的左边，主基类写在最右边。[[1]](a#m)", sections) == []
+
+
+def test_a_list_whose_lead_in_cannot_stand_hangs_from_the_heading():
+    """'这带来两种选择：' leans on a chain too long to quote: the section's heading introduces the list instead,
+    and a later sentence of an item (这时…) still brings its item's first sentence."""
+    text = ("八张卡一次处理 256 个样本。因此梯度是平均值。相应地，迭代次数变成 1/N。这带来两种选择：\n\n"
+            "- 保持全局批大小不变：每个进程的批大小设为 1/N。这时学习率可以不变。\n"
+            "- 保持每卡批大小不变：全局批大小变为 N 倍。\n")
+    units = section_units(text)
+    kinds = lambda g: None if g is None else [(u.kind, u.text[:6]) for u in g]
+    assert _group(units, 3) is None, "the lead-in itself cannot stand"
+    assert _group(units, 5) is None, "without a heading the items cannot either"
+    assert kinds(_group(units, 5, heading="批大小语义与学习率缩放")) == [
+        ("heading", "批大小语义与"), ("prose", "保持全局批大"), ("prose", "这时学习率可")]
+    sections = [Section("b", "批大小语义与学习率缩放", 2, ("T", "批大小语义与学习率缩放"), text, 1)]
+    answer = "**批大小语义与学习率缩放**：\n- 保持全局批大小不变：每个进程的批大小设为 1/N。这时学习率可以不变。[[1]](a#b)"
+    assert dangling_references(answer, sections) == []
+
+
+def test_an_ordinal_is_a_marker_unless_the_point_leans_on_the_step_before():
+    """其二，… / 第二，… enumerate points that state their own fact; 第二，…这个对象 is a step of a sequence."""
+    from kb.references import detach
+
+    assert detach("其二，在相同 NFE 下比较更公平：Heun 的误差约为 0.042。") == "在相同 NFE 下比较更公平：Heun 的误差约为 0.042。"
+    assert detach("第二，函数对象有自己的 `__dict__`，可以存储任意属性。") == "函数对象有自己的 `__dict__`，可以存储任意属性。"
+    assert detach("第二，把名字 `a` 绑定到这个对象上。") is None
+    assert detach("第一是环境限制，容器里没有终端。") is None, "第一是… is no ordinal marker"
+    assert detach("其次，把结果写回磁盘上的文件。") is None, "其次 is a step, not an ordinal"
