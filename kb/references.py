@@ -262,4 +262,4 @@ def _follows(section, prev: tuple, sentence: str) -> bool:
         prose = [u for u in units if u.kind != "skip"]
         return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
     units = [u for u in units if u.kind != "skip" or _asks(u)]
-    return any(prev[1] in (a.text, detach(a.text)) and b.text == sentence for a, b in zip(units, units[1:]))
+    return any(prev[1] in (a.text, detach(a.text), drop_aside(a.text)) and b.text == sentence for a, b in zip(units, units[1:]))

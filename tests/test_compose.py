@@ -404,6 +404,12 @@ def test_an_aside_pointing_back_is_dropped_and_the_sentence_quoted():
     assert _group(units, 2) is None, "上面的代码 is outside the parentheses"
     sections = [Section("m", "Mixin", 2, ("T", "Mixin"), text, 1)]
     assert dangling_references("使用 Mixin 的规则：Mixin 写在基类列表的左边，主基类写在最右边。[[1]](a#m)", sections) == []
+    chain = "每个指针占 8 字节（上面 4 个元素正好多出 32 字节）。因此容器本身只多 8 字节。\n"
+    units = section_units(chain)
+    assert texts(_group(units, 1)) == ["每个指针占 8 字节。", "因此容器本身只多 8 字节。"]
+    quoted = "每个指针占 8 字节。[[1]](a#c)因此容器本身只多 8 字节。[[1]](a#c)"
+    assert dangling_references(quoted, [Section("c", "C", 2, ("T", "C"), chain, 1)]) == [], \
+        "the quote without its aside is the predecessor of 因此…"
 
 
 def test_a_list_whose_lead_in_cannot_stand_hangs_from_the_heading():
