@@ -326,3 +326,21 @@ def test_a_section_no_hit_points_at_is_cited_like_a_hit(kb):
 def test_an_english_term_finds_the_sentence_that_names_it_in_chinese(kb, question, fragment):
     a = answer(kb, question)
     assert a.answerable and fragment in a.text, a.text
+
+
+@pytest.mark.slow
+def test_a_list_whose_lead_in_cannot_stand_answers_under_its_heading(kb):
+    """多卡训练学习率要不要跟着放大 (dev): the two batch-size choices answer it, and their lead-in 这带来两种选择： leans
+    on a chain too long to quote; the list now comes under the section's heading (before: never offered)."""
+    a = answer(kb, "多卡训练学习率要不要跟着放大")
+    body = re.sub(r"\[\[\d+\]\]\([^)]*\)", "", a.text)
+    assert body.startswith("**批大小语义与学习率缩放**：\n1. 保持全局批大小不变："), body[:200]
+    assert "这时梯度的统计性质与单卡训练相同，学习率可以不变" in body
+    assert "这带来两种选择" not in body
+
+
+@pytest.mark.slow
+def test_a_rule_is_quoted_without_its_aside_about_the_example_above(kb):
+    a = answer(kb, "mixin 应该写在继承列表的那边")
+    assert "Mixin 写在基类列表的左边，主基类写在最右边" in a.text, a.text
+    assert "如上例中" not in a.text and "上例" not in a.text
