@@ -51,7 +51,7 @@ from kb.config import Config
 from kb.embedding import Embedder
 from kb.errors import QueryError
 from kb.index import VectorIndex
-from kb import refusal, token_cache
+from kb import glossary, refusal, token_cache
 from kb.terms import TECH_NAMES, content_terms, dictionary_word, names, stem
 from kb.text import tokenize
 
@@ -176,6 +176,20 @@ def merge_overlaps(hits: list[Hit]) -> list[Hit]:
     return merged
 
 
+@dataclass(frozen=True)
+class _Ranking:
+    """One text's dense and BM25 scores over every chunk and their fused order."""
+    tokens: list[str]
+    dense_top: list[tuple[int, float]]
+    dense_all: np.ndarray
+    bm25_all: np.ndarray
+    bm25_top: list[int]
+    dense_rank: dict[int, int]
+    bm25_rank: dict[int, int]
+    fused: dict[int, float]
+    ranked: list[int]
+
+
 class HybridRetriever:
     """Search over one loaded index with one embedder. Build once; `search` is cheap.
 
@@ -273,25 +287,17 @@ class HybridRetriever:
         total = sum(self.idf.get(t, self.unknown_idf) for t in distinct)
         return sum(self.unknown_idf for t in distinct if t not in self.idf) / total
 
-    def search(self, question: str, k: int | None = None, prefer_slug: str | None = None,
-               mode: str = "hybrid") -> SearchResult:
-        assert mode in MODES, f"mode must be one of {MODES}"
+    def _rank(self, text: str, depth: int, mode: str, prefer_slug: str | None) -> _Ranking:
         cfg = self.config
-        k = k or cfg.top_k
-        depth = max(cfg.candidates, k)
-        question, notice = clean_question(question, cfg.max_question_chars)
-        if not len(self.index):
-            return SearchResult(question, [], False, 0.0, _join(notice, "知识库还是空的：没有已索引的文章。"), [])
-
         # Dense: cosine of normalized vectors, top candidates from FAISS, exact scores for every row.
         if self.dense:
-            query = self.embedder.embed_query(question)
+            query = self.embedder.embed_query(text)
             dense_top = self.index.search(query, depth)
             dense_all = self.index.scores(query)
         else:
             dense_top, dense_all = [], np.zeros(len(self.index), np.float32)
         # BM25 over jieba tokens; rows with no shared token are not candidates.
-        tokens = tokenize(question)
+        tokens = tokenize(text)
         bm25_all = self.bm25.get_scores(tokens) if tokens else np.zeros(len(self.index))
         order = np.argsort(-bm25_all, kind="stable")[:depth]
         bm25_top = [int(r) for r in order if bm25_all[r] > 0]
@@ -311,9 +317,28 @@ class HybridRetriever:
             fused = {r: s + (cfg.prefer_boost if self.index.chunks[r].slug == prefer_slug else 0.0)
                      for r, s in fused.items()}
         ranked = sorted(fused, key=lambda r: (-fused[r], r))
-        hits = [Hit(self.index.chunks[r], fused[r], float(dense_all[r]), float(bm25_all[r]),
-                    dense_rank.get(r), bm25_rank.get(r)) for r in ranked]
+        return _Ranking(tokens, dense_top, dense_all, bm25_all, bm25_top, dense_rank, bm25_rank, fused, ranked)
+
+    def search(self, question: str, k: int | None = None, prefer_slug: str | None = None,
+               mode: str = "hybrid") -> SearchResult:
+        assert mode in MODES, f"mode must be one of {MODES}"
+        cfg = self.config
+        k = k or cfg.top_k
+        depth = max(cfg.candidates, k)
+        question, notice = clean_question(question, cfg.max_question_chars)
+        if not len(self.index):
+            return SearchResult(question, [], False, 0.0, _join(notice, "知识库还是空的：没有已索引的文章。"), [])
+
+        # The question as typed decides answerability (the refusal model was fitted on it); a wholly English question
+        # is ranked in the articles' Chinese, without its question frame (kb.glossary.retrieval_question).
+        typed = self._rank(question, depth, mode, prefer_slug)
+        searched = glossary.retrieval_question(question)
+        found = typed if searched == question else self._rank(searched, depth, mode, prefer_slug)
+        hits = [Hit(self.index.chunks[r], found.fused[r], float(found.dense_all[r]), float(found.bm25_all[r]),
+                    found.dense_rank.get(r), found.bm25_rank.get(r)) for r in found.ranked]
         hits = merge_overlaps(hits[: 3 * k])[:k]
+        tokens, dense_top, bm25_all, bm25_top = typed.tokens, typed.dense_top, typed.bm25_all, typed.bm25_top
+        dense_rank, bm25_rank, ranked = typed.dense_rank, typed.bm25_rank, typed.ranked
 
         # Evidence uses the standard candidate depth, whatever k the caller asked for.
         grams = char_bigrams(question)
@@ -336,7 +361,7 @@ class HybridRetriever:
             unknown_word=float(not terms or any(t not in self.known_stems and (t.isascii() or dictionary_word(t))
                                                 for t in terms)))
         answerable, confidence = decide(evidence, cfg, getattr(self.embedder, "model_id", None))
-        nearest = _nearest_articles(ranked, fused, self.index.chunks)
+        nearest = _nearest_articles(found.ranked, found.fused, self.index.chunks)
         if not answerable:
             titles = "、".join(f"《{a.title}》" for a in nearest)
             notice = _join(notice, f"知识库里没有足够相关的内容来回答这个问题。最接近的文章：{titles}")

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from kb import glossary
 from kb.articles import parse_code_blocks
 from kb.chunking import split_units as chunk_units   # the chunker's own sentence/blocks cut, reused not rewritten
 from kb.embedding import Embedder, query_text
@@ -276,7 +277,9 @@ def prefetch_queries(kb, questions: Sequence[str], batch: int = 64) -> None:
         emb = QueryMemoEmbedder(emb)
         kb._embedder = emb
         kb.retriever.embedder = emb
-    texts = list(dict.fromkeys(q.strip()[: kb.config.max_question_chars] for q in questions if q and q.strip()))
+    typed = [q.strip()[: kb.config.max_question_chars] for q in questions if q and q.strip()]
+    # What retrieval embeds (kb.glossary.retrieval_question) and what the sentence scorer reads (its translation).
+    texts = list(dict.fromkeys(t for q in typed for t in (q, glossary.retrieval_question(q), glossary.translate(q))))
     emb.size = max(emb.size, len(texts) + 64)
     missing = [t for t in texts if t not in emb._memo]
     for i in range(0, len(missing), batch):

@@ -50,3 +50,17 @@ def test_a_malformed_line_names_its_file_and_line(tmp_path):
     good = tmp_path / "small.tsv"
     good.write_text("list\t列表\n", encoding="utf-8")
     assert glossary.translate("list and tuple", good) == "列表 and tuple"
+
+
+@pytest.mark.parametrize("question, searched", [
+    ("what is the ideal denoiser in EDM", "理想 去噪器 EDM"),
+    ("what is ZeroRedundancyOptimizer", "ZeroRedundancyOptimizer"),        # `is` would match the is operator
+    ("why is True + 1 == 2 in Python", "True + 1 == 2 Python"),
+    ("how does `in` work on a generator", "`in` work 生成器"),               # code stays
+    ("how to fix the MRO TypeError for class W(A, X) when X subclasses A", "fix MRO TypeError 类 W(A, X) X 子类 A"),
+    ("what is", "what is"),                                               # nothing left: as typed
+    ("DDP 保存 checkpoint 要注意啥", "DDP 保存 checkpoint 要注意啥"),       # mixed: as typed
+    ("生成器为什么省内存", "生成器为什么省内存"),
+])
+def test_retrieval_reads_a_wholly_english_question_in_chinese_without_its_frame(question, searched):
+    assert glossary.retrieval_question(question) == searched

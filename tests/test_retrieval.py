@@ -200,3 +200,22 @@ def test_langchain_retriever(kb):
     assert docs[0].metadata["slug"] == "lists" and docs[0].metadata["anchor"] == "元组"
     assert docs[0].metadata["heading_path"] == ["lists", "元组"] and len(docs) == 2
     assert retriever.invoke("红烧肉怎么做") == [], "a refused question yields no documents"
+
+
+def test_an_english_question_is_ranked_in_chinese_and_judged_as_typed(kb, monkeypatch):
+    """A wholly English question is ranked as kb.glossary.retrieval_question reads it (the glossary's Chinese,
+    no question frame); answerability still reads the question as typed, as the refusal model was fitted."""
+    from kb import glossary
+
+    question = "what is reference counting in the gc"
+    assert glossary.retrieval_question(question) == "引用计数 gc"
+    result = kb.search(question)
+    searched = kb.search("引用计数 gc")
+    assert [h.chunk.id for h in result.hits] == [h.chunk.id for h in searched.hits] == \
+        ["refs:1", "refs:0", "gens:0", "gens:1", "lists:0"]
+    assert [h.score for h in result.hits] == pytest.approx([h.score for h in searched.hits])
+    monkeypatch.setattr(glossary, "retrieval_question", lambda q: q)
+    as_typed = kb.search(question)
+    assert [h.chunk.id for h in as_typed.hits][:2] == ["refs:1", "gens:0"], "typed: 引用 is missed"
+    assert result.evidence == as_typed.evidence and result.answerable == as_typed.answerable
+    assert result.question == question
