@@ -89,8 +89,9 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
             else:
                 return None
     if u.item >= 0 and u.item != i and not any(v.index == u.item for v in out):
-        # A later sentence of a list item continues the item: the item's earlier sentences come first.
-        earlier = [v for v in units[u.item:i] if v.kind == "prose"]
+        # A later sentence of a list item continues the item: the item's first sentence comes first (the sentences
+        # between come only when it leans on them, by the connective rule above).
+        earlier = [units[u.item]] if units[u.item].kind == "prose" else []
         if not earlier or any(BACKWARD.search(v.text) for v in earlier):
             return None
         out = earlier + [v for v in out if v not in earlier]

@@ -438,3 +438,17 @@ def test_an_ordinal_is_a_marker_unless_the_point_leans_on_the_step_before():
     assert detach("第二，把名字 `a` 绑定到这个对象上。") is None
     assert detach("第一是环境限制，容器里没有终端。") is None, "第一是… is no ordinal marker"
     assert detach("其次，把结果写回磁盘上的文件。") is None, "其次 is a step, not an ordinal"
+
+
+def test_a_later_sentence_of_a_list_item_brings_the_items_first_sentence_only():
+    """后续的 DPM-Solver++… continues the item DPM-Solver 利用… but not the sentences between them, which it does not
+    lean on: they stay out unless chosen, so a long item does not make its last sentence expensive."""
+    text = ("两个代表性的结论：\n\n- DDIM 是概率流 ODE 的一阶解法。\n"
+            "- DPM-Solver 利用 ODE 的半线性结构。Lu 等人把时间变量换成半对数信噪比，做泰勒展开。"
+            "DPM-Solver 之所以少步数也能采样，是因为误差只来自非线性部分。后续的 DPM-Solver++ 改用数据预测参数化。\n")
+    units = section_units(text)
+    texts = lambda g: None if g is None else [u.text[:6] for u in g]
+    assert texts(_group(units, 5)) == ["两个代表性的", "DPM-So", "后续的 DP"]
+    sections = [Section("d", "DPM", 2, ("T", "DPM"), text, 1)]
+    answer = "两个代表性的结论：\n- DPM-Solver 利用 ODE 的半线性结构。[[1]](a#d)后续的 DPM-Solver++ 改用数据预测参数化。[[1]](a#d)"
+    assert dangling_references(answer, sections) == []
