@@ -8,10 +8,10 @@ m3e-small reads Chinese far better than English, and the articles name a concept
 so an English or mixed question (`how do I set a breakpoint`, `DDP 保存 checkpoint 要注意啥`) scores the
 sentences that answer it low. The sentence scorer (kb.compose.score_sentences, kb.sentence_model) reads the
 question with each glossary term replaced by its Chinese. Retrieval reads a mixed or Chinese question as typed
-(translated retrieval lowered dev answer recall, 0.826 → 0.812) and a wholly English one translated, without its
-question frame (`retrieval_question`, round 7: the English questions' dev recall 0.67 → 0.73). A term is left alone where the question writes it as code: inside
-backticks, next to a dot, `_` or `-`, or before `(`, `[`, `=` or `+=` (`breakpoint()`, `list.sort()`, `count += 1`,
-`sub-VP`).
+(translated retrieval lowered dev answer recall, 0.826 → 0.812) and a wholly English one translated, without
+its question frame (`retrieval_question`, round 7: the English questions' dev recall 0.67 → 0.73). A term is
+left alone where the question writes it as code: inside backticks, next to a dot, `_` or `-`, or before `(`,
+`[`, `=` or `+=` (`breakpoint()`, `list.sort()`, `count += 1`, `sub-VP`).
 The longest term wins (`shallow copy` → 浅拷贝, not 浅 复制).
 """
 from __future__ import annotations

@@ -3,7 +3,9 @@
 This is the one place that joins an embedder and an index. A search:
   1. checks the question (empty -> QueryError; longer than max_question_chars -> truncated with a notice);
   2. ranks chunks by cosine (FAISS inner product on normalized vectors) and by BM25 (rank_bm25's BM25Okapi
-     used directly, not LangChain's BM25Retriever, because we need the scores, not only the documents);
+     used directly, not LangChain's BM25Retriever, because we need the scores, not only the documents); a
+     question written wholly in English is ranked as kb.glossary.retrieval_question reads it (its terms in the
+     articles' Chinese, its question frame dropped), while step 4 reads the question as typed;
   3. fuses the two rankers by their scores' z-scores: each ranker proposes its top `candidates` chunks, and a
      candidate scores z_dense + bm25_weight * z_bm25, where z = (score - mean) / std over all chunks of the
      index (how far the chunk stands out from the corpus for that ranker); adds a boost to the article the
