@@ -452,3 +452,15 @@ def test_a_later_sentence_of_a_list_item_brings_the_items_first_sentence_only():
     sections = [Section("d", "DPM", 2, ("T", "DPM"), text, 1)]
     answer = "两个代表性的结论：\n- DPM-Solver 利用 ODE 的半线性结构。[[1]](a#d)后续的 DPM-Solver++ 改用数据预测参数化。[[1]](a#d)"
     assert dangling_references(answer, sections) == []
+
+
+def test_a_question_asking_for_a_fix_marks_the_sentences_stating_one():
+    units = section_units("训练卡死了，进程一直等待。解决办法是用 Join 上下文管理器包住训练循环。"
+                          "先跑完的进程会陪着别人做空的 all-reduce。\n")
+    cands = [Cand("ddp", "j", "不均匀的输入：Join", 0, units, 0.8)]
+    prose = [(0, u) for u in units if u.kind == "prose"]
+    col = lambda q: list(sentence_model.features(q, "how", cands, prose, [0.8, 0.7, 0.6])[
+        :, sentence_model.FEATURES.index("remedy")])
+    assert col("rank 0 只有 3 批数据，训练卡死了怎么办") == [0, 1, 0], "解决办法是… states the fix"
+    assert col("how to fix a DDP job that 卡死") == [0, 1, 0]
+    assert col("Join 是什么") == [0, 0, 0], "no fix asked for: the feature stays off"
