@@ -23,6 +23,13 @@ from pathlib import Path
 GLOSSARY_PATH = Path(__file__).with_name("glossary.tsv")
 
 
+def _as_words(words) -> re.Pattern:
+    """A pattern matching any of `words` (longest first, any case) where the question writes it as a word, not as
+    code: not next to a word character, `.`, a backtick or `-`, and not before `(`, `[`, `=` or `+=`."""
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w.`\-])(?:{alternatives})(?![\w`.\-]|\s*(?:[(\[=]|[-+*/%]=))", re.I | re.A)
+
+
 @functools.lru_cache(maxsize=4)
 def load(path: Path = GLOSSARY_PATH) -> tuple[dict[str, str], re.Pattern | None]:
     """({english term (lower case): chinese}, one pattern matching any term not written as code)."""
@@ -36,8 +43,7 @@ def load(path: Path = GLOSSARY_PATH) -> tuple[dict[str, str], re.Pattern | None]
         terms[english.strip().lower()] = chinese.strip()
     if not terms:
         return terms, None
-    alternatives = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
-    return terms, re.compile(rf"(?<![\w.`\-])(?:{alternatives})(?![\w`.\-]|\s*(?:[(\[=]|[-+*/%]=))", re.I | re.A)
+    return terms, _as_words(terms)
 
 
 # The frame of an English question ("what is the … of a …"), dropped when retrieval searches it: BM25 would match
@@ -45,8 +51,7 @@ def load(path: Path = GLOSSARY_PATH) -> tuple[dict[str, str], re.Pattern | None]
 FRAME_WORDS = frozenset("""what which why how when where who whom whose is are was were be been the a an of in on at to
     for by with from do does did i you we it its this that these those can could should would will my your into about
     and or so if there than then after before only all""".split())
-_FRAME = re.compile(r"(?<![\w.`\-])(?:" + "|".join(sorted(FRAME_WORDS, key=len, reverse=True)) +
-                    r")(?![\w`.\-]|\s*(?:[(\[=]|[-+*/%]=))", re.I | re.A)
+_FRAME = _as_words(FRAME_WORDS)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 

@@ -52,7 +52,7 @@ FEATURES = ("cos", "cos_gap", "section_gap", "chunk_cos", "hit", "rank_prior", "
             "inline_code", "remedy")
 _SUMMARY = re.compile(r"总结|小结|概述|summary|overview", re.I)
 # A question asking for a fix (怎么办, 怎么解决, 卡死, how to fix) and a sentence stating one (解决办法是…, 应该…, 改成…).
-_FIX_QUESTION = re.compile(r"怎么办|怎么解决|如何解决|怎么修|解决|\bfix\b|卡死|卡住|报错|出错|\bhangs?\b|\berror\b|失败", re.I)
+_FIX_QUESTION = re.compile(r"怎么办|解决|怎么修|\bfix\b|卡死|卡住|报错|出错|\bhangs?\b|\berror\b|失败", re.I)
 _REMEDY = re.compile(r"解决|办法|做法|应该|应当|需要|改成|改为|换成|避免|正确的|可以用|只要")
 L2 = 1.0
 L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)     # the penalty is chosen by 5-fold cross-validation on the dev questions
