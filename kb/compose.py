@@ -294,6 +294,16 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
     for c in [best[0], *[c for c in chosen if c != best[0]]]:
         gs = chosen[c]
         first, rest = (gs[0], gs[1:]) if c == best[0] else ([], gs)
+        if first and qtype != "code" and _brings_code(first):
+            # "下面真正启动 2 个进程…：" and its program answer no question but a request for code: the answer
+            # opens with the section's best-scored chosen sentence without a program, one the article states
+            # before the program when there is one (a sentence after it may describe its output), and the
+            # program follows in source order.
+            prose = [g for g in rest if not _brings_code(g)]
+            prose = [g for g in prose if g[0].index < first[0].index] or prose
+            if prose:
+                lead = max(prose, key=lambda g: max(rel.get((c, u.index), -1e9) for u in g))
+                first, rest = lead, [g for g in gs if g is not lead]
         lists = {u.list_id for u in first if u.list_id >= 0}
         if c == best[0] and not lists:
             # A list of the opening section with two or more chosen items is the answer's core: it opens.
@@ -316,6 +326,11 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
     if not plan.has_block and qtype in ("code", "how", "formula"):
         _add_block(plan, cands, qtype, chosen)
     return plan
+
+
+def _brings_code(group: Sequence[Unit]) -> bool:
+    """The group holds a fenced code block (a program and its lead-in), not a formula or a table."""
+    return any(u.kind == "block" and u.text.lstrip().startswith(("```", "~~~")) for u in group)
 
 
 def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:

@@ -358,3 +358,17 @@ def test_a_wholly_english_question_is_searched_in_the_articles_chinese(kb, quest
     a = answer(kb, question)
     assert a.answerable and a.citations[0].slug == slug, [(c.slug, c.heading) for c in a.citations]
     assert fragment in a.text, a.text
+
+
+@pytest.mark.slow
+def test_a_question_that_is_not_about_code_opens_with_a_statement_not_a_program(kb):
+    """rank 0 只有 3 批数据…训练卡死了怎么办 (dev) scores the lead-in of the Join demo highest ("下面真正启动 2 个进程，让
+    rank 0 只有 3 批数据…："); the answer opens with what the article says before the program, and the program
+    still follows, after its lead-in."""
+    a = answer(kb, "rank 0 只有 3 批数据、rank 1 有 5 批，训练卡死了怎么办")
+    body = re.sub(r"\[\[\d+\]\]\([^)]*\)", "", a.text)
+    first_line = body.split("\n", 1)[0]
+    assert first_line.startswith("如果各进程分到的批数不一样"), body[:300]
+    assert "`torch.distributed.algorithms.join.Join` 上下文管理器解决了这个问题" in first_line
+    lead = body.index("下面真正启动 2 个进程，让 rank 0 只有 3 批数据、rank 1 有 5 批：\n\n```python\n")
+    assert lead > body.index("上下文管理器解决了这个问题")
