@@ -5,7 +5,8 @@ On the questions of one split of the dev set (default: the held-out "test" split
 it replaced), over the answerable questions:
   gold_recall        mean share of the question's gold fragments found in the answer (a refusal finds none; a
                      fragment opening with a discourse marker, 所以…, also counts when the answer quotes its
-                     sentence without the marker, kb.references.detach)
+                     sentence without the marker, kb.references.detach, or without its pointers to other
+                     parts of the article, 见后文 / 下一节的, kb.references.unpoint)
   gold_hit           share of answers containing at least one gold fragment (several golds are often alternatives)
   gold_precision     mean share of the answer's prose sentences that contain a gold fragment
   section_precision  mean share of the answer's prose sentences taken from a section holding a gold fragment
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from kb.answer import answer
 from kb.compose import answer_elements, dangling_references
 from kb.evaluate import DevQuestion
-from kb.references import detach
-from kb.sentences import prefetch_queries, warm_cache
+from kb.references import detach, drop_aside, unpoint
+from kb.sentences import prefetch_queries, section_units, warm_cache
 
 ANSWER_KEYS = ("gold_recall", "gold_hit", "gold_precision", "section_precision", "key_term_recall", "unrelated_rate",
                "dangling", "median_chars", "compose_p50_ms", "refusal_rate", "false_refusal_rate")
@@ -62,9 +63,18 @@ def _mean(xs) -> float:
 
 def has_gold(text: str, fragment: str) -> bool:
     """`fragment` is in `text`, or without its opening discourse marker (所以…) as the composer quotes a sentence
-    whose predecessor it leaves out."""
-    bare = detach(fragment)
-    return fragment in text or (bare is not None and bare in text)
+    whose predecessor it leaves out, or without its pointers to other parts of the article (见后文) as every
+    answer quotes it."""
+    forms = [f for f in (fragment, detach(fragment)) if f is not None]
+    return any(f in text or unpoint(f) in text for f in forms)
+
+
+def _as_quoted(section_text: str) -> str:
+    """The section's text followed by its sentences as answers quote them (an aside or a pointer dropped), so
+    that a quoted sentence is found in the section it came from."""
+    units = [u.text for u in section_units(section_text) if u.kind == "prose"]
+    quoted = [q for t in units for q in {unpoint(t), unpoint(drop_aside(t) or t)} if q != t]
+    return "\n".join([section_text, *quoted])
 
 
 def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> AnswerMetrics:
@@ -104,7 +114,7 @@ def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default"
             if r < 1:
                 missed.append(q.id)
             prec.append(_mean(any(has_gold(t, g) for g in q.gold) for t in prose))
-            gold_sections = [s.text for slug in q.articles if slug in kb.articles
+            gold_sections = [_as_quoted(s.text) for slug in q.articles if slug in kb.articles
                              for s in kb.articles[slug].sections if any(g in s.text for g in q.gold)]
             sec_prec.append(_mean(any(t in s for s in gold_sections) for t in prose))
         kw.append(float(any(k.lower() in whole.lower() for k in q.keywords)) if q.keywords else 1.0)

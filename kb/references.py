@@ -135,6 +135,37 @@ def drop_aside(text: str) -> str | None:
     return bare if bare != text and not BACKWARD.search(bare) else None
 
 
+# Pointers to other parts of the article (后文, 下一节, 前面提到的): the answer quotes one section, so "见后文" points at
+# nothing the reader has. `unpoint` drops them where the sentence says the same without: a parenthetical 见后文…
+# or 下文详述, a 后文的 / 前面提到的 before a name, a 下一节 before a quoted title, a closing ，下一节专门讲.
+_NAV = r"(?:后文|下文|上文|前文|下一节|上一节|下一小节)"
+_NAV_SAYS = r"(?:详述|详细介绍|介绍|专门讲|会推导|会分别介绍)"
+_NAV_SEGMENT = re.compile(r"(?:见|详见|参见)" + _NAV + r"[^，,；;]*|" + _NAV + _NAV_SAYS)
+_NAV_INLINE = re.compile(r"(?:" + _NAV + r"(?:也会用到|提到|介绍)?的(?=\s?[`“$\w])|前面提到的|" + _NAV + r"(?=“)|(?<=而)后面会看到，)"
+                         r"(?: (?=[`$\w]))?")
+_NAV_TAIL = re.compile(r"[，,]" + _NAV + _NAV_SAYS + r"(?=[。；]$)")
+
+
+def unpoint(text: str) -> str:
+    """The sentence without its pointers to other parts of the article (unchanged when it has none)."""
+    def aside(m: re.Match) -> str:
+        parts = re.split(r"([，,；;])", m.group(0)[1:-1])
+        # "见后文 PEP 442 一节" names what it points at: kept (a quoted title, 见后文“…”, is only the way there).
+        kept = [(p, sep) for p, sep in zip(parts[::2], parts[1::2] + [""])
+                if not _NAV_SEGMENT.fullmatch(p.strip()) or re.search(r"[A-Za-z0-9]", re.sub(r"“[^”]*”", "", p))]
+        if len(kept) == len(parts[::2]):
+            return m.group(0)
+        if kept:
+            return m.group(0)[0] + "".join(p + sep for p, sep in kept[:-1]) + kept[-1][0] + m.group(0)[-1]
+        latin_before = re.search(r"[A-Za-z0-9`$]$", m.string[:m.start()])
+        return " " if latin_before and re.match(r"[\u4e00-\u9fff]", m.string[m.end():]) else ""
+    def inline(m: re.Match) -> str:
+        # The words on either side meet as the article spaces them: "用 `SyncBatchNorm`", "串起来，`super()`".
+        before, after = m.string[:m.start()], m.string[m.end():]
+        return " " if re.search(r"[^\s，。；：、“（]$", before) and re.match(r"[`$A-Za-z0-9]", after) else ""
+    return _NAV_TAIL.sub("", _NAV_INLINE.sub(inline, _ASIDE.sub(aside, text)))
+
+
 def detach(text: str) -> str | None:
     """The sentence without its opening discourse marker when what remains stands on its own (it points at
     nothing before it); None otherwise."""
@@ -170,7 +201,12 @@ def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[
 @functools.lru_cache(maxsize=4096)
 def _groups(units: tuple[Unit, ...], heading: str = "") -> dict[int, list[Unit] | None]:
     """`_group` of every prose unit of a section (cached: the same sections answer many questions)."""
-    return {u.index: _group(list(units), u.index, heading=heading) for u in units if u.kind == "prose"}
+    return {u.index: _quoted(_group(list(units), u.index, heading=heading)) for u in units if u.kind == "prose"}
+
+
+def _quoted(group: list[Unit] | None) -> list[Unit] | None:
+    """The group's sentences as the answer quotes them: without pointers to other parts of the article."""
+    return None if group is None else [replace(u, text=unpoint(u.text)) if u.kind == "prose" else u for u in group]
 
 
 def candidate_groups(cands: Sequence) -> dict[tuple[int, int], list[Unit] | None]:
@@ -263,4 +299,5 @@ def _follows(section, prev: tuple, sentence: str) -> bool:
         prose = [u for u in units if u.kind != "skip"]
         return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
     units = [u for u in units if u.kind != "skip" or _asks(u)]
-    return any(prev[1] in (a.text, detach(a.text), drop_aside(a.text)) and b.text == sentence for a, b in zip(units, units[1:]))
+    return any(prev[1] in {unpoint(t) for t in (a.text, detach(a.text), drop_aside(a.text)) if t}
+               and unpoint(b.text) == sentence for a, b in zip(units, units[1:]))

@@ -372,3 +372,15 @@ def test_a_question_that_is_not_about_code_opens_with_a_statement_not_a_program(
     assert "`torch.distributed.algorithms.join.Join` 上下文管理器解决了这个问题" in first_line
     lead = body.index("下面真正启动 2 个进程，让 rank 0 只有 3 批数据、rank 1 有 5 批：\n\n```python\n")
     assert lead > body.index("上下文管理器解决了这个问题")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, quoted, pointer", [
+    ("生成器函数里漏出来的 StopIteration 为啥会变成 RuntimeError", "可以手动捕获 `StopIteration`，或者用 `yield from` 获取。", "下一节"),
+    ("C3 的单调性是啥意思", "此外它还是单调的（monotonic）。", "下文详述"),
+])
+def test_an_answer_quotes_no_pointer_to_another_part_of_the_article(kb, question, quoted, pointer):
+    """Dev questions whose answers quoted "用下一节的 `yield from` 获取" and "（monotonic，下文详述）": the reader has
+    the answer, not the article around it."""
+    a = answer(kb, question)
+    assert quoted in a.text and pointer not in a.text, a.text

@@ -464,3 +464,40 @@ def test_a_question_asking_for_a_fix_marks_the_sentences_stating_one():
     assert col("rank 0 只有 3 批数据，训练卡死了怎么办") == [0, 1, 0], "解决办法是… states the fix"
     assert col("how to fix a DDP job that 卡死") == [0, 1, 0]
     assert col("Join 是什么") == [0, 0, 0], "no fix asked for: the feature stays off"
+
+
+@pytest.mark.parametrize("sentence, quoted", [
+    ("此外它还是单调的（monotonic，下文详述）。", "此外它还是单调的（monotonic）。"),
+    ("用 `append` 逐个追加出来的列表会有过度分配的空槽，差距会更大（见下文）。", "用 `append` 逐个追加出来的列表会有过度分配的空槽，差距会更大。"),
+    ("下面用 Euler–Maruyama 模拟 VP SDE（下一节详细介绍）的前向过程：", "下面用 Euler–Maruyama 模拟 VP SDE 的前向过程："),
+    ("想让统计量真正来自全局，应当用后文提到的 `SyncBatchNorm`；", "想让统计量真正来自全局，应当用 `SyncBatchNorm`；"),
+    ("必须显式地把调用链串起来，后文的 `super()` 就是为此设计的。", "必须显式地把调用链串起来，`super()` 就是为此设计的。"),
+    ("结合上一节“目标单位方差”的设计，损失都是同一个量级。", "结合“目标单位方差”的设计，损失都是同一个量级。"),
+    ("函数内部的规则不同，下一节专门讲。", "函数内部的规则不同。"),
+    ("这种装饰器会改变名字绑定的对象，而后面会看到，`tf_export` 属于另一类。", "这种装饰器会改变名字绑定的对象，而 `tf_export` 属于另一类。"),
+    ("ImageNet-64 的最好结果（FID 1.36）用的是后文的随机采样器，走 256 步。", "ImageNet-64 的最好结果（FID 1.36）用的是随机采样器，走 256 步。"),
+    # What the pointer names stays; sentences without a pointer, and their spacing, are unchanged.
+    ("再调用它们的终结器（`__del__`，见后文 PEP 442 一节），检查有没有复活；", "再调用它们的终结器（`__del__`，见后文 PEP 442 一节），检查有没有复活；"),
+    ("`l .` 则重新以当前行为中心显示。", "`l .` 则重新以当前行为中心显示。"),
+    ("在 `no_grad` 之外写 `w -= ...` 会报错；", "在 `no_grad` 之外写 `w -= ...` 会报错；"),
+    ("块内的运算不记录计算图，在当前上下文中执行。", "块内的运算不记录计算图，在当前上下文中执行。"),
+])
+def test_a_quoted_sentence_drops_its_pointers_to_other_parts_of_the_article(sentence, quoted):
+    """An answer quotes a section or three: 见后文, 下一节的 point at nothing the reader has."""
+    from kb.references import unpoint
+
+    assert unpoint(sentence) == quoted
+
+
+def test_a_sentence_quoted_without_its_pointer_still_counts_as_gold_and_as_its_predecessors_follower():
+    from kb.answer_eval import has_gold
+
+    text = "生成器函数里也可以写 `return value`。需要它时，可以手动捕获 `StopIteration`，或者用 `yield from` 获取。"
+    assert has_gold(text, "或者用下一节的 `yield from` 获取")
+    assert not has_gold(text, "或者用 `send` 获取")
+    section_text = "生成器结束时把返回值附在 `value` 属性上，要手动取出（见下文）。因此需要它时，可以用下一节的 `yield from` 获取。"
+    sections = [Section("s", "返回值", 2, ("T", "返回值"), section_text, 1)]
+    answer = ("生成器结束时把返回值附在 `value` 属性上，要手动取出。[[1]](a#s)"
+              "因此需要它时，可以用 `yield from` 获取。[[1]](a#s)")
+    assert dangling_references(answer, sections) == []
+    assert dangling_references("因此需要它时，可以用 `yield from` 获取。[[1]](a#s)", sections) != []
