@@ -39,7 +39,7 @@ LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the 
 # "Python 用 MRO 回答这个问题。", "PEP 442 解决了这个问题": the problem is the sentence (or the question) before.
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
 BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|"
-                      r"(?:^|[，,从中里后]|输出|结果)可以看到|"
+                      r"(?:^|[，,从中里后]|输出|结果)可以(?:看到|看出|读出)|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
 # 其二，… / 第二，…: an ordinal that enumerates points which state their own facts.
 _ORDINAL = r"(?:其[一二三四五]|第[一二三四五六])(?=[，,])"

@@ -384,3 +384,13 @@ def test_an_answer_quotes_no_pointer_to_another_part_of_the_article(kb, question
     the answer, not the article around it."""
     a = answer(kb, question)
     assert quoted in a.text and pointer not in a.text, a.text
+
+
+@pytest.mark.slow
+def test_a_list_introduced_by_a_remark_on_a_programs_output_answers_under_its_heading(kb):
+    """从输出可以读出几条规律： points at output the answer does not show; the list of rules comes under the
+    section's heading instead (a dev question opened with that remark)."""
+    a = answer(kb, "样本数除不尽进程数时 DistributedSampler 怎么处理")
+    body = re.sub(r"\[\[\d+\]\]\([^)]*\)", "", a.text)
+    assert body.startswith("**DistributedSampler：数据是怎么切分的**：\n- "), body[:200]
+    assert "默认会从头部补齐若干个样本" in body and "从输出可以读出" not in body
