@@ -28,7 +28,9 @@ connective, the block or list a lead-in announces, a list's lead-in, the heading
 sentence refers to), or not at all; `dangling_references` checks a finished answer the same way. Chosen
 sentences are ordered: the opening group, the rest of its section in source order, then the other sections;
 a list is never cut up: its chosen items stay together in source order under their lead-in, and when the
-opening section's answer uses two or more items of a list, that list opens the answer. An answer has at
+opening section's answer uses two or more items of a list, that list opens the answer. A question that does
+not ask for code never opens with a program's lead-in (下面真正启动 2 个进程…：): the section's best chosen sentence
+without one opens, and the program follows in source order. An answer has at
 most one block; a code or how-to question without one gets its section's code block, a formula question
 its section's formula. This module knows sentences and blocks, not citations or Markdown links.
 """

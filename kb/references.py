@@ -8,7 +8,8 @@ A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其�
 it (the question the article asks just before, or, right after a block, the lead-in sentence that brings that
 block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
 program's output…, an ordinal 其二，) and what follows points at nothing, it is quoted without the marker instead
-(`detach`); an aside in parentheses that points back (（如上例中…）) is dropped the same way (`drop_aside`); a
+(`detach`); an aside in parentheses that points back (（如上例中…）) is dropped the same way (`drop_aside`), and
+every quoted sentence drops its pointers to other parts of the article (见后文, 下一节的 `yield from`: `unpoint`); a
 section's first sentence that refers to the section's subject (两者…, 它…) gets the heading as its lead-in
 (**heading**：). A sentence that ends in ：or points at 下面的代码 / 如下公式 / 下表 brings that block (code, `$$` formula,
 table) or the list it introduces, or is left out; one that points back (上面的代码, 上例, 本文) is left out. A list
