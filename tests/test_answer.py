@@ -353,6 +353,8 @@ def test_a_rule_is_quoted_without_its_aside_about_the_example_above(kb):
     ("what is ZeroRedundancyOptimizer", "pytorch-ddp", "只把优化器状态分片"),
     ("what is the ideal denoiser in EDM", "edm-diffusion-framework", "理想去噪器就是以高斯似然为权重的加权平均"),
     ("how much memory does each element take inside a list or tuple object", "python-list-tuple", "每多一个元素，容器本身只多 8 字节"),
+    # Round 8's glossary terms: `immortal objects` matched nothing and the generators article came first.
+    ("what are immortal objects in Python 3.12", "python-gc", "3.12 引入了永生对象（immortal objects，PEP 683）"),
 ])
 def test_a_wholly_english_question_is_searched_in_the_articles_chinese(kb, question, slug, fragment):
     a = answer(kb, question)

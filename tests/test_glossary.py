@@ -20,6 +20,10 @@ from kb.sentence_model import scoring_question
     ("`list` 的 append", "`list` 的 append"),
     ("sub-VP SDE 为什么叫 sub", "sub-VP SDE 为什么叫 sub"),
     ("zero_grad 和 set_to_none", "zero_grad 和 set_to_none"),
+    # Round 8: terms the articles gloss themselves (永生对象（immortal objects，PEP 683）, “单步跳过”（step over）).
+    ("what are immortal objects in Python 3.12", "what are 永生对象 in Python 3.12"),
+    ("pdb step into vs step over", "pdb 单步进入 区别 单步跳过"),
+    ("torchrun 报 Address already in use", "torchrun 报 地址已被使用"),
     # No term, or no Latin letter at all: the same string.
     ("生成器为什么省内存？", "生成器为什么省内存？"),
     ("namedtuple 怎么用", "namedtuple 怎么用"),
@@ -64,3 +68,17 @@ def test_a_malformed_line_names_its_file_and_line(tmp_path):
 ])
 def test_retrieval_reads_a_wholly_english_question_in_chinese_without_its_frame(question, searched):
     assert glossary.retrieval_question(question) == searched
+
+
+def test_the_articles_own_terms_are_written_as_the_articles_write_them():
+    """The glossary's first block holds the articles' own glosses (可变性（mutability）): each Chinese term occurs in
+    the articles, so a translated question meets the articles' words. Two older entries name a concept the
+    articles write differently, and are listed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = "".join(p.read_text(encoding="utf-8") for p in (root / "articles").glob("*.md"))
+    own = glossary.GLOSSARY_PATH.read_text(encoding="utf-8").split("# everyday vocabulary of a programming question")[0]
+    pairs = [line.split("\t") for line in own.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(pairs) > 150
+    assert sorted(e for e, z in pairs if z not in text) == ["lazy evaluation", "noise schedule"]
