@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from kb.answer import answer
 from kb.compose import answer_elements, dangling_references
 from kb.evaluate import DevQuestion
-from kb.references import detach, drop_aside, unpoint
+from kb.references import detach, quoted_forms, unpoint
 from kb.sentences import prefetch_queries, section_units, warm_cache
 
 ANSWER_KEYS = ("gold_recall", "gold_hit", "gold_precision", "section_precision", "key_term_recall", "unrelated_rate",
@@ -73,8 +73,7 @@ def _as_quoted(section_text: str) -> str:
     """The section's text followed by its sentences as answers quote them (an aside or a pointer dropped), so
     that a quoted sentence is found in the section it came from."""
     units = [u.text for u in section_units(section_text) if u.kind == "prose"]
-    quoted = [q for t in units for q in {unpoint(t), unpoint(drop_aside(t) or t)} if q != t]
-    return "\n".join([section_text, *quoted])
+    return "\n".join([section_text, *(q for t in units for q in quoted_forms(t) if q not in section_text)])
 
 
 def evaluate_answers(kb, questions: list[DevQuestion], composer: str = "default", split: str = "test") -> AnswerMetrics:

@@ -248,7 +248,7 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
         has_block = any(u.kind == "block" for u in g)
         if (has_block and block_used) or plan.prose_chars + _chars(g) > max_chars and chosen:
             return False
-        if qtype == "code" and any(u.kind == "block" and not u.text.lstrip().startswith(("```", "~~~")) for u in g):
+        if qtype == "code" and any(u.kind == "block" and not _is_code(u) for u in g):
             return False   # the one block of a code question is code, not a formula or a table
         if host is not None:
             host.extend(g)
@@ -330,9 +330,14 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
     return plan
 
 
+def _is_code(u: Unit) -> bool:
+    """A fenced code block, not a `$$` formula or a table."""
+    return u.kind == "block" and u.text.lstrip().startswith(("```", "~~~"))
+
+
 def _brings_code(group: Sequence[Unit]) -> bool:
-    """The group holds a fenced code block (a program and its lead-in), not a formula or a table."""
-    return any(u.kind == "block" and u.text.lstrip().startswith(("```", "~~~")) for u in group)
+    """The group holds a program (and its lead-in)."""
+    return any(_is_code(u) for u in group)
 
 
 def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:

@@ -167,6 +167,13 @@ def unpoint(text: str) -> str:
     return _NAV_TAIL.sub("", _NAV_INLINE.sub(inline, _ASIDE.sub(aside, text)))
 
 
+@functools.lru_cache(maxsize=16384)
+def quoted_forms(text: str) -> frozenset[str]:
+    """The ways an answer quotes a sentence of the article: as written, without its opening discourse marker
+    (`detach`) or its asides that point back (`drop_aside`), and always without pointers (`unpoint`)."""
+    return frozenset(unpoint(t) for t in (text, detach(text), drop_aside(text)) if t)
+
+
 def detach(text: str) -> str | None:
     """The sentence without its opening discourse marker when what remains stands on its own (it points at
     nothing before it); None otherwise."""
@@ -300,5 +307,4 @@ def _follows(section, prev: tuple, sentence: str) -> bool:
         prose = [u for u in units if u.kind != "skip"]
         return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
     units = [u for u in units if u.kind != "skip" or _asks(u)]
-    return any(prev[1] in {unpoint(t) for t in (a.text, detach(a.text), drop_aside(a.text)) if t}
-               and unpoint(b.text) == sentence for a, b in zip(units, units[1:]))
+    return any(prev[1] in quoted_forms(a.text) and unpoint(b.text) == sentence for a, b in zip(units, units[1:]))
