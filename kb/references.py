@@ -120,9 +120,16 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     return out
 
 
+# Within a sentence: "Python 做不到这一点", "可以用 `__del__` 观察这一点", "autograd 用版本计数器来发现这种情况", "需要可修改的
+# 版本时用前者，…用后者". Not a quoted 这一点 ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself
+# ("`a` 与 `b` 并不等价：前者…") or a remark in parentheses ("（扩散模型正是这种情况）").
+_LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者")
+
+
 def refers_back(text: str) -> bool:
-    """The sentence leans on what comes before it: it opens with a connective or refers to 这个问题 / 答案."""
-    return bool(CONNECTIVE.match(text) or PROBLEM.search(text))
+    """The sentence leans on what comes before it: it opens with a connective or refers to 这个问题 / 答案 /
+    这一点."""
+    return bool(CONNECTIVE.match(text) or PROBLEM.search(text) or _LEANS.search(_ASIDE.sub("", text)))
 
 
 _POINTS_BACK = re.compile(r"这[个些种一]|上述|前者|后者")
