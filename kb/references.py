@@ -29,7 +29,7 @@ from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
                         r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
-                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地|"
+                        r"两者|二者|前者|后者|上述|对应地|相应地|类似地|与之相比|相比之下|与此相比|"
                         # "DDP 则…", "生成器对象则只有…": a subject and 则 contrast with the sentence before.
                         r"[^，。；,：]{1,12}?(?<![否规原法准实])则)")
 FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下表|下图|以下(?:操作|几|面|性质|内容|代码|命令|步骤|方法|方式|[是为：:])|这张表|下面是|见下")
@@ -152,6 +152,8 @@ _NAV_SEGMENT = re.compile(r"(?:见|详见|参见)" + _NAV + r"[^，,；;]*|" + _
 _NAV_INLINE = re.compile(r"(?:" + _NAV + r"(?:也会用到|提到|介绍)?的(?=\s?[`“$\w])|前面提到的|" + _NAV + r"(?=“)|(?<=而)后面会看到，)"
                          r"(?: (?=[`$\w]))?")
 _NAV_TAIL = re.compile(r"[，,]" + _NAV + _NAV_SAYS + r"(?=[。；]$)")
+# "前面已经说过，从 σ_{N-1} 用 Euler 一步走到 0 …": what follows states its fact on its own.
+_NAV_LEAD = re.compile(r"^(?:前面已经说过|前面说过|前面讲过|如前所述|正如前面所说|上文说过)[，,]\s*")
 
 
 def unpoint(text: str) -> str:
@@ -171,7 +173,7 @@ def unpoint(text: str) -> str:
         # The words on either side meet as the article spaces them: "用 `SyncBatchNorm`", "串起来，`super()`".
         before, after = m.string[:m.start()], m.string[m.end():]
         return " " if re.search(r"[^\s，。；：、“（]$", before) and re.match(r"[`$A-Za-z0-9]", after) else ""
-    return _NAV_TAIL.sub("", _NAV_INLINE.sub(inline, _ASIDE.sub(aside, text)))
+    return _NAV_LEAD.sub("", _NAV_TAIL.sub("", _NAV_INLINE.sub(inline, _ASIDE.sub(aside, text))))
 
 
 @functools.lru_cache(maxsize=16384)

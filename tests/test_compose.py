@@ -303,6 +303,8 @@ def test_a_subject_with_ze_contrasts_with_the_sentence_before():
     units = section_units("DP 是单进程多线程，受 GIL 限制。DDP 则在多进程之间只交换梯度。规则是每个进程一份模型。\n")
     assert [u.text[:4] for u in _group(units, 1)] == ["DP 是", "DDP "], "X 则… brings the sentence it contrasts with"
     assert [u.text[:4] for u in _group(units, 2)] == ["规则是每"], "规则 is a word, not a contrast"
+    units = section_units("Heun 每步评估两次去噪器，NFE 为 2N−1。与之相比，纯 Euler 每步只评估一次，NFE 为 N。\n")
+    assert [u.text[:4] for u in _group(units, 1)] == ["Heun", "与之相比"], "与之相比 compares with the sentence before"
 
 
 def test_a_sentence_about_the_question_before_brings_the_question():
@@ -503,6 +505,7 @@ def test_a_question_asking_for_a_fix_marks_the_sentences_stating_one():
     ("函数内部的规则不同，下一节专门讲。", "函数内部的规则不同。"),
     ("这种装饰器会改变名字绑定的对象，而后面会看到，`tf_export` 属于另一类。", "这种装饰器会改变名字绑定的对象，而 `tf_export` 属于另一类。"),
     ("ImageNet-64 的最好结果（FID 1.36）用的是后文的随机采样器，走 256 步。", "ImageNet-64 的最好结果（FID 1.36）用的是随机采样器，走 256 步。"),
+    ("前面已经说过，从 $\\sigma_{N-1}$ 用 Euler 一步走到 0 的结果恰好就是去噪器输出。", "从 $\\sigma_{N-1}$ 用 Euler 一步走到 0 的结果恰好就是去噪器输出。"),
     # What the pointer names stays; sentences without a pointer, and their spacing, are unchanged.
     ("再调用它们的终结器（`__del__`，见后文 PEP 442 一节），检查有没有复活；", "再调用它们的终结器（`__del__`，见后文 PEP 442 一节），检查有没有复活；"),
     ("`l .` 则重新以当前行为中心显示。", "`l .` 则重新以当前行为中心显示。"),
