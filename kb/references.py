@@ -121,9 +121,9 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 
 
 # Within a sentence: "Python 做不到这一点", "可以用 `__del__` 观察这一点", "autograd 用版本计数器来发现这种情况", "需要可修改的
-# 版本时用前者，…用后者". Not a quoted 这一点 ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself
+# 版本时用前者，…用后者", "当 N 变大时，这个值趋近于 2K" (after the formula it means). Not a quoted 这一点 ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself
 # ("`a` 与 `b` 并不等价：前者…") or a remark in parentheses ("（扩散模型正是这种情况）").
-_LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者")
+_LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)")
 
 
 def refers_back(text: str) -> bool:

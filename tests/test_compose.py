@@ -329,12 +329,13 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("Python 做不到这一点。", True),
     ("autograd 用版本计数器来发现这种情况：每个张量有一个 `_version`；", True),
     ("需要可修改的版本时用前者，需要可哈希的版本时用后者。", True),
+    ("当 N 变大时，这个值趋近于 $2K$，几乎与进程数无关。", True),
     ("`estimator_export` 只在“导出到哪个 API”这一点上不同。", False),        # the point is named in the sentence
     ("`lst = lst + [3]` 与 `lst += [3]` 并不等价：前者创建新列表，后者原地修改。", False),
     ("当扩散系数只依赖时间（加性噪声，扩散模型正是这种情况）时，收敛阶提高到 1。", False),
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
-    """这一点 / 这种情况 / 用前者…后者 inside a sentence point at the sentence before, like an opening 这 (round 9:
+    """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
     'del 语句到底做了什么' opened with '可以用 `__del__` 方法或 `weakref.finalize` 观察这一点。' and the check let it pass)."""
     from kb.references import refers_back
 
