@@ -41,7 +41,9 @@ LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the 
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
 BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|"
                       r"(?:^|[，,从中里后]|输出|结果)可以(?:看到|看出|读出)|"
-                      r"^(?:本文|本节|本篇|这篇文章|下文|后文)")
+                      r"^(?:本文|本节|本篇|这篇文章|下文|后文)|"
+                      # "注意最后一行：…", "最后一行说明…", "以第一行为例": a line of the program or output above.
+                      r"(?:^|^注意|现象是)最后一行|^以第[一二三四五]行为例")
 # 其二，… / 第二，…: an ordinal that enumerates points which state their own facts.
 _ORDINAL = r"(?:其[一二三四五]|第[一二三四五六])(?=[，,])"
 # A discourse marker that only links a sentence to what precedes it ("因此…", "可以看到…" after a program's
@@ -183,10 +185,15 @@ def quoted_forms(text: str) -> frozenset[str]:
     return frozenset(unpoint(t) for t in (text, detach(text), drop_aside(text)) if t)
 
 
+# "注意最后一行：前两个值已经被取走了", "另一个值得注意的现象是最后一行：`add.__name__` 变成了 `wrapper`": what follows
+# the colon states the fact the line shows.
+_LINE_LEAD = re.compile(r"^[^：:。]{0,16}最后一行[^：:。]{0,10}[：:]\s*")
+
+
 def detach(text: str) -> str | None:
-    """The sentence without its opening discourse marker when what remains stands on its own (it points at
-    nothing before it); None otherwise."""
-    m = MARKER.match(text)
+    """The sentence without its opening discourse marker (or its lead-in about the last line of the output
+    above) when what remains stands on its own (it points at nothing before it); None otherwise."""
+    m = MARKER.match(text) or _LINE_LEAD.match(text)
     rest = text[m.end():] if m else ""
     if len(rest) < 8 or refers_back(rest) or BACKWARD.search(rest) or rest[0] in "，,：:；;":
         return None

@@ -377,6 +377,10 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert _group(section_units("上面的代码打印了 3，可以看到它很快。\n"), 0) is None, "上面 points back mid-sentence"
     similar = section_units("最后一行展示了一个例外。类似地，`gradgradcheck` 可以检查二阶导数。\n")
     assert texts(_group(similar, 1)) == ["`gradgradcheck` 可以检查二阶导数。"], "类似地 after a sentence that cannot stand"
+    last = section_units("```python\nprint(add.__name__)\n```\n\n另一个值得注意的现象是最后一行：`add.__name__` 变成了 `wrapper`。"
+                         "最后一行说明生成器对象的大小与元素个数无关。以第一行为例：循环执行了 6 次。\n")
+    assert texts(_group(last, 1)) == ["`add.__name__` 变成了 `wrapper`。"], "what the last line shows, after the colon"
+    assert _group(last, 2) is None and _group(last, 3) is None, "a line of the output above, and no colon to cut at"
     assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
     sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
     link = "[[1]](article/x#s)"
