@@ -11,7 +11,7 @@ over FEATURES: cosine with the question and its gap to the best candidate, the s
 cosines, the hit's chunk cosine, rank and per-ranker ranks (none for a section no hit points at), top
 section, same article as the top hit, plain and rarity-weighted (IDF over the candidates) overlap with the
 question's words, the heading's overlap, first sentence of its section and position, the neighbours'
-cosine, sentence kind matching the question type, length, a summary section, an opening connective.
+cosine, the question's identifiers in the sentence's section and in its article's candidate sections, sentence kind matching the question type, length, a summary section, an opening connective.
 w is a conditional logit (listwise, McFadden 1974): it maximises, over the dev questions, the log of the
 softmax probability mass of their gold candidates, with an L2 penalty chosen by 5-fold cross-validation over the dev questions (`cv_loglik`) -- the probability
 that the best-scored sentence of a question is gold, which is what the answer's opening needs.
@@ -49,7 +49,7 @@ FEATURES = ("cos", "cos_gap", "section_gap", "chunk_cos", "hit", "rank_prior", "
             "lexical", "heading", "first", "position", "type_match", "length", "summary", "connective",
             "bm25_prior", "dense_prior", "idf_lexical", "neighbour_gap", "cos_rank", "heading_first", "section_top3_gap",
             "bigram", "bigram_gap", "section_bigram_gap", "identifier", "heading_bigram", "list_item", "item_first",
-            "inline_code", "remedy")
+            "inline_code", "remedy", "section_identifier", "article_identifier")
 _SUMMARY = re.compile(r"总结|小结|概述|summary|overview", re.I)
 # A question asking for a fix (怎么办, 怎么解决, 卡死, how to fix) and a sentence stating one (解决办法是…, 应该…, 改成…).
 _FIX_QUESTION = re.compile(r"怎么办|解决|怎么修|\bfix\b|卡死|卡住|报错|出错|\bhangs?\b|\berror\b|失败", re.I)
@@ -144,6 +144,20 @@ def features(question: str, qtype: str, cands, prose, cos) -> np.ndarray:
     np.maximum.at(section_bigram, ci, bigram)
     identifier = (np.array([[_has_identifier(w, t) for t in texts] for w in idents], dtype=np.float64).mean(axis=0)
                   if idents else np.zeros(n))
+    # The question's identifiers (zero_grad, set_epoch; three letters or more) in the sentence's section and in the
+    # candidate sections of its article (round 9: `为什么每次迭代都要 zero_grad` opened with the generators article's
+    # iterator protocol, an article that never names zero_grad).
+    long_idents = [w for w in idents if len(w) > 2]
+    if long_idents:
+        section_texts = [(cand.heading + " " + " ".join(u.text for u in cand.units)).lower() for cand in cands]
+        article_texts: dict[str, str] = {}
+        for cand, text in zip(cands, section_texts):
+            article_texts[cand.slug] = article_texts.get(cand.slug, "") + "\n" + text
+        section_ident = np.array([np.mean([_has_identifier(w, t) for w in long_idents]) for t in section_texts])[ci]
+        article_ident = np.array([np.mean([_has_identifier(w, article_texts[cand.slug]) for w in long_idents])
+                                  for cand in cands])[ci]
+    else:
+        section_ident = article_ident = np.zeros(n)
     list_item = np.array([u.list_id >= 0 for _, u in prose], dtype=np.float64)
     item_first = np.array([u.item == u.index for _, u in prose], dtype=np.float64)
     inline_code = np.array([min(u.text.count("`") // 2, 3) for _, u in prose], dtype=np.float64)
@@ -156,7 +170,7 @@ def features(question: str, qtype: str, cands, prose, cos) -> np.ndarray:
                idf_lexical, np.where(neighbour > -1, neighbour - top, -0.5), 1.0 / (1 + cos_rank),
                heading[ci] * is_first, section_top3[ci] - top,
                bigram, bigram - btop, section_bigram[ci] - btop, identifier, heading_bigram, list_item, item_first,
-               inline_code, remedy)
+               inline_code, remedy, section_ident, article_ident)
     return np.stack(columns, axis=1) if n else np.zeros((0, len(FEATURES)))
 
 

@@ -378,7 +378,7 @@ def test_a_question_that_is_not_about_code_opens_with_a_statement_not_a_program(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("question, quoted, pointer", [
-    ("生成器函数里漏出来的 StopIteration 为啥会变成 RuntimeError", "可以手动捕获 `StopIteration`，或者用 `yield from` 获取。", "下一节"),
+    ("生成器里 return 的值去哪了", "可以手动捕获 `StopIteration`，或者用 `yield from` 获取。", "下一节"),
     ("C3 的单调性是啥意思", "此外它还是单调的（monotonic）。", "下文详述"),
 ])
 def test_an_answer_quotes_no_pointer_to_another_part_of_the_article(kb, question, quoted, pointer):

@@ -536,3 +536,23 @@ def test_a_sentence_quoted_without_its_pointer_still_counts_as_gold_and_as_its_p
               "因此需要它时，可以用 `yield from` 获取。[[1]](a#s)")
     assert dangling_references(answer, sections) == []
     assert dangling_references("因此需要它时，可以用 `yield from` 获取。[[1]](a#s)", sections) != []
+
+
+def test_the_questions_identifiers_in_the_section_and_the_article_are_features():
+    """`为什么每次迭代都要 zero_grad` opened with the generators article's iterator protocol (round 9): an article
+    that never names zero_grad now scores lower through `article_identifier`."""
+    clear = section_units("梯度默认累加，需要手动清零。每次迭代前调用 `optimizer.zero_grad()` 清空梯度。\n")
+    accumulate = section_units("`backward()` 不会覆盖 `.grad`，而是把新算出的梯度累加上去。\n")
+    iterator = section_units("迭代器实现 `__next__()`，每次返回下一个值，没有值时抛出 `StopIteration`。\n")
+    cands = [Cand("autograd", "z", "梯度清零", 0, clear, 0.8), Cand("autograd", "a", "梯度累加", None, accumulate, 0.0),
+             Cand("generators", "i", "迭代器协议", 1, iterator, 0.7)]
+    prose = [(c, u) for c, cand in enumerate(cands) for u in cand.units if u.kind == "prose"]
+    assert [c for c, _ in prose] == [0, 0, 1, 2]
+    X = sentence_model.features("为什么每次迭代都要 zero_grad", "why", cands, prose, [0.7, 0.7, 0.7, 0.75])
+    col = lambda name: list(X[:, sentence_model.FEATURES.index(name)])
+    assert sentence_model.question_grams("为什么每次迭代都要 zero_grad")[1] == ["zero", "grad"], "jieba's cut"
+    assert col("section_identifier") == [1, 1, 0.5, 0], "zero and grad in the first section, grad (.grad) in the second"
+    assert col("article_identifier") == [1, 1, 1, 0], "both in the autograd article, neither in the generators one"
+    assert col("identifier") == [0, 1, 0.5, 0], "the sentence itself"
+    none = sentence_model.features("为什么每次迭代都要清零", "why", cands, prose, [0.7, 0.7, 0.7, 0.75])
+    assert not none[:, sentence_model.FEATURES.index("article_identifier")].any(), "no identifier asked: off"
