@@ -4,7 +4,7 @@ leaves no reference dangling.
     _group(units, i, heading=...)        # unit i with what it brings, in source order; None: cannot stand
     dangling_references(answer_text, sections)   # [] when every reference is resolved
 
-A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 brings the sentence before
+A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 / 这一点 / 这个值 brings the sentence before
 it (the question the article asks just before, or, right after a block, the lead-in sentence that brings that
 block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
 program's output…, an ordinal 其二，) and what follows points at nothing, it is quoted without the marker instead
