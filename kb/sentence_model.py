@@ -153,9 +153,10 @@ def features(question: str, qtype: str, cands, prose, cos) -> np.ndarray:
         article_texts: dict[str, str] = {}
         for cand, text in zip(cands, section_texts):
             article_texts[cand.slug] = article_texts.get(cand.slug, "") + "\n" + text
-        section_ident = np.array([np.mean([_has_identifier(w, t) for w in long_idents]) for t in section_texts])[ci]
-        article_ident = np.array([np.mean([_has_identifier(w, article_texts[cand.slug]) for w in long_idents])
-                                  for cand in cands])[ci]
+        share = lambda text: sum(_has_identifier(w, text) for w in long_idents) / len(long_idents)
+        per_article = {slug: share(text) for slug, text in article_texts.items()}
+        section_ident = np.array([share(t) for t in section_texts])[ci]
+        article_ident = np.array([per_article[cand.slug] for cand in cands])[ci]
     else:
         section_ident = article_ident = np.zeros(n)
     list_item = np.array([u.list_id >= 0 for _, u in prose], dtype=np.float64)
