@@ -4,9 +4,9 @@ leaves no reference dangling.
     _group(units, i, heading=...)        # unit i with what it brings, in source order; None: cannot stand
     dangling_references(answer_text, sections)   # [] when every reference is resolved
 
-A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 / 这一点 / 这个值 brings the sentence before
-it (the question the article asks just before, or, right after a block, the lead-in sentence that brings that
-block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
+A sentence that opens with a connective (因此, 所以, 但是, 这, 它, 其中...) or refers to 这个问题 / 这一点 / 这个值
+brings the sentence before it (the question the article asks just before, or, right after a block, the lead-in
+sentence that brings that block, and the block), or is left out; when its connective is only a discourse marker (因此, 所以, 可以看到 after a
 program's output…, an ordinal 其二，) and what follows points at nothing, it is quoted without the marker instead
 (`detach`); an aside in parentheses that points back (（如上例中…）) is dropped the same way (`drop_aside`), and
 every quoted sentence drops its pointers to other parts of the article (见后文, 下一节的 `yield from`: `unpoint`); a
@@ -122,9 +122,10 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
     return out
 
 
-# Within a sentence: "Python 做不到这一点", "可以用 `__del__` 观察这一点", "autograd 用版本计数器来发现这种情况", "需要可修改的
-# 版本时用前者，…用后者", "当 N 变大时，这个值趋近于 2K" (after the formula it means). Not a quoted 这一点 ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself
-# ("`a` 与 `b` 并不等价：前者…") or a remark in parentheses ("（扩散模型正是这种情况）").
+# Within a sentence: "Python 做不到这一点", "可以用 `__del__` 观察这一点", "autograd 用版本计数器来发现这种情况",
+# "需要可修改的版本时用前者，…用后者", "当 N 变大时，这个值趋近于 2K" (after the formula it means). Not a quoted 这一点
+# ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself ("`a` 与 `b` 并不等价：前者…") or a remark
+# in parentheses ("（扩散模型正是这种情况）").
 _LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)")
 
 

@@ -11,7 +11,8 @@ over FEATURES: cosine with the question and its gap to the best candidate, the s
 cosines, the hit's chunk cosine, rank and per-ranker ranks (none for a section no hit points at), top
 section, same article as the top hit, plain and rarity-weighted (IDF over the candidates) overlap with the
 question's words, the heading's overlap, first sentence of its section and position, the neighbours'
-cosine, the question's identifiers in the sentence's section and in its article's candidate sections, sentence kind matching the question type, length, a summary section, an opening connective.
+cosine, the question's identifiers in the sentence's section and in its article's candidate sections,
+sentence kind matching the question type, length, a summary section, an opening connective.
 w is a conditional logit (listwise, McFadden 1974): it maximises, over the dev questions, the log of the
 softmax probability mass of their gold candidates, with an L2 penalty chosen by 5-fold cross-validation over the dev questions (`cv_loglik`) -- the probability
 that the best-scored sentence of a question is gold, which is what the answer's opening needs.
