@@ -3,7 +3,7 @@
 The heading split is `kb.articles`' sections (the equal of LangChain's MarkdownHeaderTextSplitter, with the
 anchors the UI links to). Inside a section the text is cut into units: fenced code blocks and `$$` formulas
 (found by `kb.articles.iter_blocks`) are single units that are never cut; prose is cut after 。！？；and at
-line breaks, never inside inline code or inline math. Units are packed greedily up to `size` characters;
+line breaks, never inside inline code or inline math or a full-width parenthesis. Units are packed greedily up to `size` characters;
 the next chunk repeats the trailing prose sentences of the previous one, up to `overlap` characters; a
 section's remainder within 25 % of `size` stays in the last chunk. A block longer than `size` becomes a
 chunk of its own.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from kb.articles import Article, Section, iter_blocks
 
-CHUNKER_VERSION = 2                # bump when the cutting rules change: the index is rebuilt
+CHUNKER_VERSION = 3                # bump when the cutting rules change: the index is rebuilt
 _BOUNDARY = re.compile(r"[。！？；]+[”’」』）)\"']*|\n")
 TAIL_SLACK = 1.25
 _PROTECTED = re.compile(r"`[^`\n]+`|\$[^$\n]+\$")
@@ -50,12 +50,19 @@ def heading_line(path: tuple[str, ...]) -> str:
     return " > ".join(path)
 
 
+def in_aside(text: str, pos: int) -> bool:
+    """text[pos] is inside a full-width parenthesis opened earlier on its line: "（…取 $10^{-3}$；Song 等人…）" is one
+    remark, and cutting after its ；would leave both halves with an unmatched parenthesis (version 3)."""
+    line = text[text.rfind("\n", 0, pos) + 1:pos]
+    return line.count("（") > line.count("）")
+
+
 def _sentences(text: str, start: int, end: int, size: int) -> list[_Unit]:
     """Prose text[start:end] cut after sentence ends and line breaks; inline code/math is kept whole."""
     protected = [(m.start() + start, m.end() + start) for m in _PROTECTED.finditer(text[start:end])]
     cuts = []
     for m in _BOUNDARY.finditer(text, start, end):
-        if not any(s < m.end() < e for s, e in protected):
+        if not any(s < m.end() < e for s, e in protected) and (m.group() == "\n" or not in_aside(text, m.end())):
             cuts.append(m.end())
     units, prev = [], start
     for cut in [*cuts, end]:

@@ -25,6 +25,7 @@ import re
 from dataclasses import replace
 from typing import Sequence
 
+from kb.chunking import in_aside
 from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
@@ -125,8 +126,11 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 # Within a sentence: "Python 做不到这一点", "可以用 `__del__` 观察这一点", "autograd 用版本计数器来发现这种情况",
 # "需要可修改的版本时用前者，…用后者", "当 N 变大时，这个值趋近于 2K" (after the formula it means). Not a quoted 这一点
 # ("只在“导出到哪个 API”这一点上不同"), a pair the sentence names itself ("`a` 与 `b` 并不等价：前者…") or a remark
-# in parentheses ("（扩散模型正是这种情况）").
-_LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)")
+# in parentheses ("（扩散模型正是这种情况）"). Round 10: "引用计数就存放在其中的 `ob_refcnt` 字段里" (not when a clause of
+# the sentence comes first: "…一个 `PyGC_Head`，其中的两个指针…") and "前两个值已经被 `next()` 取走了" (the values of
+# the output above). "`gradcheck` 把这个过程自动化了：它对每个输入做有限差分…" stands: its colon says what 这个过程 is.
+_LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)|"
+                    r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个")
 
 
 def refers_back(text: str) -> bool:
@@ -249,9 +253,15 @@ def _chars(units: Sequence[Unit]) -> int:
 _LINK = re.compile(r"\[\[\d+\]\]\([^)]*\)")
 _FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.S | re.M)
 _FORMULA = re.compile(r"^\$\$.*?\$\$[ \t]*$", re.S | re.M)
-_SENTENCE_END = re.compile(r"(?<=[。！？；])")
+_SENTENCE_END = re.compile(r"[。！？；]")
 _ITEM_LINE = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
 _HEADING_LEAD = re.compile(r"^\*\*([^*\n]+)\*\*[：:]")
+
+
+def _split(line: str) -> list[str]:
+    """A line of the answer cut after 。！？；as the chunker cuts sentences: not inside a full-width parenthesis."""
+    cuts = [m.end() for m in _SENTENCE_END.finditer(line) if not in_aside(line, m.end())]
+    return [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)])]
 
 
 def _elements(text: str) -> list[tuple[str, str, bool]]:
@@ -281,7 +291,7 @@ def _elements(text: str) -> list[tuple[str, str, bool]]:
                 out.append(("heading", lead.group(1), False))
                 line = line[lead.end():]
             line = _LINK.sub("", line).replace("&lt;", "<")
-            out.extend(("prose", s.strip(), bool(item)) for s in _SENTENCE_END.split(line) if s.strip())
+            out.extend(("prose", s.strip(), bool(item)) for s in _split(line) if s.strip())
         if end > start:
             out.append(("block", body[start:end], False))
         pos = end

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from kb.articles import iter_blocks, load_article, parse_article
-from kb.chunking import TAIL_SLACK, Chunk, chunk_article
+from kb.chunking import TAIL_SLACK, Chunk, chunk_article, split_units
 
 ARTICLES = Path(__file__).resolve().parent.parent / "articles"
 REAL = sorted(ARTICLES.glob("*.md"))
@@ -113,6 +113,13 @@ def test_inline_code_and_math_are_not_cut_at_a_semicolon():
     chunks = chunk_article(parse(body), size=12, overlap=0)
     assert any("`a = 1；b = 2`" in c.text for c in chunks), [c.text for c in chunks]
     assert any("$x；y$" in c.text for c in chunks), [c.text for c in chunks]
+
+
+def test_a_full_width_parenthesis_is_not_cut_at_its_semicolon():
+    text = "截断时间取 $10^{-3}$（本文取 $10^{-3}$；论文取 $10^{-5}$），而不是 0。下一句；再下一句。\n（独立的一行；\n下一行。"
+    units = [text[u.start:u.end] for u in split_units(text, 400)]
+    assert [u.strip() for u in units] == ["截断时间取 $10^{-3}$（本文取 $10^{-3}$；论文取 $10^{-5}$），而不是 0。", "下一句；",
+                                          "再下一句。", "（独立的一行；", "下一行。"], "an unclosed parenthesis ends with its line"
 
 
 def test_run_on_prose_without_punctuation_is_cut_at_the_size():

@@ -333,6 +333,11 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("`estimator_export` 只在“导出到哪个 API”这一点上不同。", False),        # the point is named in the sentence
     ("`lst = lst + [3]` 与 `lst += [3]` 并不等价：前者创建新列表，后者原地修改。", False),
     ("当扩散系数只依赖时间（加性噪声，扩散模型正是这种情况）时，收敛阶提高到 1。", False),
+    ("引用计数就存放在其中的 `ob_refcnt` 字段里。", True),                     # round 10
+    ("前两个值已经被 `next()` 取走了，`list()` 只拿到剩下的两个。", True),
+    ("每个对象都带有一个 `PyGC_Head`，其中的两个指针把对象串进双向链表。", False),  # its own clause comes first
+    ("`torch.autograd.gradcheck` 把这个过程自动化了：它对每个输入做有限差分。", False),  # the colon says what it is
+    ("斐波那契数列的每个数是前两个数之和。", False),
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
     """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
@@ -381,6 +386,8 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
                          "最后一行说明生成器对象的大小与元素个数无关。以第一行为例：循环执行了 6 次。\n")
     assert texts(_group(last, 1)) == ["`add.__name__` 变成了 `wrapper`。"], "what the last line shows, after the colon"
     assert _group(last, 2) is None and _group(last, 3) is None, "a line of the output above, and no colon to cut at"
+    taken = section_units("```text\n10 20\n[30, 40]\n```\n\n注意最后一行：前两个值已经被 `next()` 取走了，`list()` 只拿到剩下的两个。\n")
+    assert _group(taken, 1) is None, "after the colon the fact still points at the output (round 10)"
     assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
     sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
     link = "[[1]](article/x#s)"
@@ -388,6 +395,23 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert dangling_references(quoted, sections) == []
     assert dangling_references(f"因此它很省内存。{link}", sections) == [
         "opens with a connective without its predecessor: 因此它很省内存。"]
+
+
+def test_a_semicolon_inside_a_parenthesis_cuts_neither_the_sentence_nor_the_answer():
+    """Round 10: '它们默认沿着继承关系判断（…中；类可以通过元类…定制这个判断…），第二个参数…' was quoted as two halves,
+    each with an unmatched parenthesis ('类可以通过…属性），第二个参数…' opened an answer)."""
+    text = ("`isinstance` 判断对象是否是某个类的实例。它们默认沿着继承关系判断（对普通类来说就是检查 MRO；"
+            "类可以通过元类定制这个判断），第二个参数可以是元组。另一句（不带分号）。\n")
+    units = section_units(text)
+    assert [u.text for u in units] == ["`isinstance` 判断对象是否是某个类的实例。",
+                                       "它们默认沿着继承关系判断（对普通类来说就是检查 MRO；类可以通过元类定制这个判断），第二个参数可以是元组。",
+                                       "另一句（不带分号）。"]
+    sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
+    link = "[[1]](article/x#s)"
+    assert answer_elements(f"{units[0].text}{link}{units[1].text}{link}") == [("prose", units[0].text), ("prose", units[1].text)]
+    assert dangling_references(f"{units[0].text}{link}{units[1].text}{link}", sections) == []
+    assert dangling_references(f"{units[1].text}{link}", sections) == [
+        "opens with a connective without its predecessor: " + units[1].text[:40]]
 
 
 def test_a_gold_fragment_opening_with_a_marker_is_found_in_the_detached_quote():
