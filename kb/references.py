@@ -129,8 +129,12 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 # in parentheses ("（扩散模型正是这种情况）"). Round 10: "引用计数就存放在其中的 `ob_refcnt` 字段里" (not when a clause of
 # the sentence comes first: "…一个 `PyGC_Head`，其中的两个指针…") and "前两个值已经被 `next()` 取走了" (the values of
 # the output above). "`gradcheck` 把这个过程自动化了：它对每个输入做有限差分…" stands: its colon says what 这个过程 is.
+# A 它 after an opening frame names nothing of the sentence ("在 `read` 里，它出现在 `co_names` 中", "为了便于演示，它
+# 不解析命令行参数"), unlike one after a clause with its subject ("对象释放后，它的块回到所在的池里"); and a short subject
+# with 因此 concludes from the sentence before ("$r$ 因此是需要调的超参数").
 _LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)|"
-                    r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个")
+                    r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个|"
+                    r"^(?:在|为了|如果|若)[^，,。；：:]{1,14}[，,]它|^[^，,。；：:]{1,10}因此")
 
 
 def refers_back(text: str) -> bool:

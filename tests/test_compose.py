@@ -338,6 +338,11 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("每个对象都带有一个 `PyGC_Head`，其中的两个指针把对象串进双向链表。", False),  # its own clause comes first
     ("`torch.autograd.gradcheck` 把这个过程自动化了：它对每个输入做有限差分。", False),  # the colon says what it is
     ("斐波那契数列的每个数是前两个数之和。", False),
+    ("在 `read` 里，它出现在 `co_names` 中，按全局名字查找。", True),       # 它 after an opening frame
+    ("为了便于演示，它不解析命令行参数。", True),
+    ("$r$ 因此是需要调的超参数。", True),
+    ("对象释放后，它的块回到所在的池里。", False),                           # 它 is the clause's 对象
+    ("由于名字只是引用，它本身没有类型。", False),
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
     """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
