@@ -85,7 +85,8 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
                 before = _group(units, i - 2, depth + 1, heading) if i >= 2 else None
                 before = before if before is not None and before[-1] is units[i - 1] else None
             elif i > 0 and depth < 2:
-                before = _group(units, i - 1, depth + 1, heading)
+                # A clause after ；continues one sentence of the article: reaching back to it is no extra link.
+                before = _group(units, i - 1, depth + (not units[i - 1].text.endswith("；")), heading)
             if before is not None:
                 out = before + out
             elif (bare := detach(u.text)) is not None:
@@ -134,7 +135,7 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 # with 因此 concludes from the sentence before ("$r$ 因此是需要调的超参数").
 _LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)|"
                     r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个|"
-                    r"^(?:在|为了|如果|若)[^，,。；：:]{1,14}[，,]它|^[^，,。；：:]{1,10}因此")
+                    r"^(?:在|为了|如果|若)[^，,。；：:]{1,14}[，,]它|^[^，,。；：:]{1,10}因此|^[^，,。；：:“”]{1,5}它")
 
 
 def refers_back(text: str) -> bool:

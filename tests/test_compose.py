@@ -343,6 +343,8 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("$r$ 因此是需要调的超参数。", True),
     ("对象释放后，它的块回到所在的池里。", False),                           # 它 is the clause's 对象
     ("由于名字只是引用，它本身没有类型。", False),
+    ("理解它们的区别，是高效使用 pdb 的关键。", True),                       # 它 among the first words
+    ("调用它不会执行函数体，而是立刻返回一个生成器对象。", True),
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
     """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
@@ -400,6 +402,16 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert dangling_references(quoted, sections) == []
     assert dangling_references(f"因此它很省内存。{link}", sections) == [
         "opens with a connective without its predecessor: 因此它很省内存。"]
+
+
+def test_a_clause_after_a_semicolon_is_no_extra_link_of_a_chain():
+    """Round 10: '需要它时，可以手动捕获 `StopIteration`' leans on '`for` 循环会忽略这个值；', a clause of the same sentence, which
+    leans on '它不会…', which leans on the section's first sentence: two links of the chain, not three."""
+    units = section_units("生成器函数里也可以写 `return value`。它不会把值直接交给调用者，而是附在 `StopIteration` 的 `value` 上。"
+                          "`for` 循环会忽略这个值；需要它时，可以手动捕获 `StopIteration`。\n")
+    assert [u.text[:6] for u in _group(units, 3)] == ["生成器函数里", "它不会把值直", "`for` ", "需要它时，可"]
+    three = section_units("生成器函数里也可以写 `return value`。它不会把值直接交给调用者。这个值会被忽略。因此需要它时可以捕获。\n")
+    assert _group(three, 3) is None, "three links of full sentences are still too many"
 
 
 def test_a_semicolon_inside_a_parenthesis_cuts_neither_the_sentence_nor_the_answer():
