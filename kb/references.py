@@ -219,11 +219,21 @@ def _asks(u: Unit) -> bool:
 
 def _lead_in(units: list[Unit], list_id: int, depth: int, heading: str) -> list[Unit] | None:
     """What a list item brings before it: the lead-in sentence ending in ：(with what that needs), the section's
-    heading when the list opens the section, nothing after an ordinary sentence; None: the lead-in cannot stand."""
+    heading when the list opens the section, nothing after an ordinary sentence; a lead-in too short to say what the
+    list is about ("几个要点：") with the sentence before it, or after a block the heading; None: it cannot stand."""
     before = units[list_id - 1] if list_id > 0 else None
     if before is not None and before.kind != "block" and before.text.rstrip().endswith(("：", ":")):
         if before.kind == "skip":
-            return [replace(before, kind="prose")]     # "**优点**："
+            lead = [replace(before, kind="prose")]     # "**优点**："
+            if before.text.startswith("**"):
+                return lead
+            # "几个要点：" says nothing alone: the sentence before says what the points are about ("…检查点只需要保存
+            # 一份，通常由 rank 0 负责。几个要点："); after a program's output ("逐条对照输出：") the heading introduces them.
+            above = units[list_id - 2] if list_id >= 2 else None
+            if above is not None and above.kind == "block":
+                return [Unit(-1, "heading", heading)] if heading else lead
+            prev = _group(units, list_id - 2, depth + 1, heading, forward=False) if above is not None else None
+            return lead if prev is None else prev + lead
         lead = _group(units, list_id - 1, depth + 1, heading, forward=False)
         # A lead-in that cannot stand ("这带来两种选择：" after a chain): the section's heading introduces the list.
         return lead if lead is not None or not heading else [Unit(-1, "heading", heading)]

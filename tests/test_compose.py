@@ -504,6 +504,19 @@ def test_a_list_whose_lead_in_cannot_stand_hangs_from_the_heading():
     assert dangling_references(answer, sections) == []
 
 
+def test_a_short_lead_in_brings_the_sentence_before_it_or_the_heading():
+    """Round 10: `DDP 保存模型应该保存 module.state_dict 吗` opened with '几个要点：' and its list; the sentence before says what
+    the points are about. After a program's output ('逐条对照输出：') the heading introduces the list; a bold label stays."""
+    kinds = lambda g: None if g is None else [(u.kind, u.text[:6]) for u in g]
+    points = section_units("所有进程的参数完全一致，因此检查点只需要保存一份。几个要点：\n\n- 保存 `module` 的 `state_dict`。\n- 加载时指定 `map_location`。\n")
+    assert kinds(_group(points, 2, heading="检查点保存与加载")) == [
+        ("prose", "所有进程的参"), ("prose", "几个要点："), ("prose", "保存 `mo")]
+    output = section_units("```text\nTrue\n```\n\n逐条对照输出：\n\n- `a is b` 为 `True`：说明是同一个对象。\n")
+    assert kinds(_group(output, 2, heading="验证是同一个对象")) == [("heading", "验证是同一个"), ("prose", "`a is ")]
+    label = section_units("**优点**：\n\n- 及时：计数归零立即回收。\n")
+    assert kinds(_group(label, 1, heading="引用计数的优点与代价")) == [("prose", "**优点**"), ("prose", "及时：计数归")]
+
+
 def test_an_ordinal_is_a_marker_unless_the_point_leans_on_the_step_before():
     """其二，… / 第二，… enumerate points that state their own fact; 第二，…这个对象 is a step of a sequence."""
     from kb.references import detach
