@@ -3,10 +3,10 @@
 The heading split is `kb.articles`' sections (the equal of LangChain's MarkdownHeaderTextSplitter, with the
 anchors the UI links to). Inside a section the text is cut into units: fenced code blocks and `$$` formulas
 (found by `kb.articles.iter_blocks`) are single units that are never cut; prose is cut after 。！？；and at
-line breaks, never inside inline code or inline math or a full-width parenthesis. Units are packed greedily up to `size` characters;
-the next chunk repeats the trailing prose sentences of the previous one, up to `overlap` characters; a
-section's remainder within 25 % of `size` stays in the last chunk. A block longer than `size` becomes a
-chunk of its own.
+line breaks, never inside inline code, inline math or a full-width parenthesis. Units are packed greedily up to
+`size` characters; the next chunk repeats the trailing prose sentences of the previous one, up to `overlap`
+characters; a section's remainder within 25 % of `size` stays in the last chunk. A block longer than `size`
+becomes a chunk of its own.
 
 Each chunk records the character span it covers in its section's text (`start`, `end`), so overlapping
 windows can be merged exactly and coverage can be checked. The heading path is prepended to the text that

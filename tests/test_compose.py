@@ -425,7 +425,8 @@ def test_a_semicolon_inside_a_parenthesis_cuts_neither_the_sentence_nor_the_answ
                                        "另一句（不带分号）。"]
     sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
     link = "[[1]](article/x#s)"
-    assert answer_elements(f"{units[0].text}{link}{units[1].text}{link}") == [("prose", units[0].text), ("prose", units[1].text)]
+    quoted = f"{units[0].text}{link}{units[1].text}{link}"
+    assert answer_elements(quoted) == [("prose", units[0].text), ("prose", units[1].text)]
     assert dangling_references(f"{units[0].text}{link}{units[1].text}{link}", sections) == []
     assert dangling_references(f"{units[1].text}{link}", sections) == [
         "opens with a connective without its predecessor: " + units[1].text[:40]]
