@@ -70,6 +70,8 @@ def run_linked_demo(scope, demo_id: str, name: str, page):
     status = scope.locator("#chat-0-run-status")
     expect(status).to_contain_text(FINISHED, timeout=TIMEOUT_MS)
     assert "通过 ✓" in status.inner_text(), status.inner_text()
+    # The checks are another Markdown of the same update: the browser may render it a moment later.
+    expect(scope.locator("#chat-0-run-checks")).to_contain_text("✓", timeout=TIMEOUT_MS)
     checks = scope.locator("#chat-0-run-checks").inner_text()
     assert checks.count("✓") >= 2 and "✗" not in checks, checks
     page.screenshot(path=str(ARTIFACTS / f"{name}-demo.png"), full_page=True)

@@ -173,6 +173,8 @@ def test_demo_from_a_runs_on_the_worker_and_an_upload_on_a_is_answered_on_b(repl
         assert button.inner_text().strip() == f"▶ 运行演示：{registry.get('gc-cycles').title}", button.inner_text()
         button.click()
         expect(page.locator("#chat-0-run-status")).to_contain_text("通过 ✓", timeout=120_000)
+        # The checks are another Markdown of the same update: the browser may render it a moment later.
+        expect(page.locator("#chat-0-run-checks")).to_contain_text("✓")
         checks = page.locator("#chat-0-run-checks").inner_text()
         assert checks.count("✓") >= 5 and "✗" not in checks, checks
         page.screenshot(path=str(ARTIFACTS / "replica-a-demo.png"), full_page=True)

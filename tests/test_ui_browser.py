@@ -212,6 +212,8 @@ def test_demo_runs_each_get_a_card_and_clicks_while_busy_are_queued(tmp_path_fac
             status = page.locator(f"#chat-{i}-run-status")
             status.filter(has_text=re.compile("通过|未通过|出错|超时|已取消")).wait_for()
             assert "通过 ✓" in status.inner_text(), status.inner_text()
+            # The checks are another Markdown of the same update: the browser may render it a moment later.
+            page.locator(f"#chat-{i}-run-checks").filter(has_text="✓").wait_for()
             checks = page.locator(f"#chat-{i}-run-checks").inner_text()
             assert checks.count("✓") >= 2 and "✗" not in checks, checks
             stop = card.get_by_role("button", name="停止")
