@@ -37,6 +37,7 @@ FORWARD = re.compile(r"[：:]\s*$|^下面|下面的|下面这|如下|下例|下�
 # A section's first sentence that opens with one of these usually means the section's subject (its heading).
 REFERENT = re.compile(r"^(?:两者|二者|它们|它|其|该|此|这(?![样里时么]))")
 _ENDS = tuple("。！？；.!?;）)”」")
+SERIES_CHARS = 16      # a clause ending in ；this short, after another, is a step of a series
 LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the list is this short
 # "Python 用 MRO 回答这个问题。", "PEP 442 解决了这个问题": the problem is the sentence (or the question) before.
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
@@ -69,7 +70,11 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
         u = replace(u, text=bare)
     opens_section = all(v.kind == "skip" for v in units[:i])
     out = [u]
-    if refers_back(u.text):
+    # "一个引用失效，计数减 1；" is one short step of a series of clauses ("新增一个引用，计数加 1；一个引用失效，…"): it
+    # comes with the clauses before it in its sentence.
+    series = (u.text.endswith("；") and len(u.text) <= SERIES_CHARS and i > 0 and units[i - 1].kind == "prose"
+              and units[i - 1].text.endswith("；"))
+    if refers_back(u.text) or series:
         asked = 0
         while asked < 3 and i - asked > 0 and _asks(units[i - asked - 1]):
             asked += 1

@@ -414,6 +414,15 @@ def test_a_clause_after_a_semicolon_is_no_extra_link_of_a_chain():
     assert _group(three, 3) is None, "three links of full sentences are still too many"
 
 
+def test_a_short_step_of_a_series_of_clauses_comes_with_the_clauses_before_it():
+    """Round 10: '引用计数有哪些缺点' opened with '一个引用失效，计数减 1；', one step of a series."""
+    units = section_units("原理非常直观。新增一个引用，计数加 1；一个引用失效，计数减 1；计数变为 0，说明再也没有人能访问这个对象。\n")
+    assert [u.text for u in _group(units, 2)] == ["新增一个引用，计数加 1；", "一个引用失效，计数减 1；"]
+    assert [u.text for u in _group(units, 1)] == ["新增一个引用，计数加 1；"], "the first step opens the series"
+    long = section_units("原理非常直观。先把每个对象的计数复制到临时字段里；再把集合内部的引用一一减去，剩下的就是外部引用；\n")
+    assert [u.text for u in _group(long, 2)] == [long[2].text], "a clause with a fact of its own stands"
+
+
 def test_a_semicolon_inside_a_parenthesis_cuts_neither_the_sentence_nor_the_answer():
     """Round 10: '它们默认沿着继承关系判断（…中；类可以通过元类…定制这个判断…），第二个参数…' was quoted as two halves,
     each with an unmatched parenthesis ('类可以通过…属性），第二个参数…' opened an answer)."""
