@@ -29,7 +29,7 @@ from kb.chunking import in_aside
 from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
-                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再次|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
+                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
                         r"两者|二者|前者|后者|上述|对应地|相应地|类似地|与之相比|相比之下|与此相比|"
                         # "DDP 则…", "生成器对象则只有…": a subject and 则 contrast with the sentence before.
                         r"[^，。；,：]{1,12}?(?<![否规原法准实])则)")

@@ -345,6 +345,7 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("由于名字只是引用，它本身没有类型。", False),
     ("理解它们的区别，是高效使用 pdb 的关键。", True),                       # 它 among the first words
     ("调用它不会执行函数体，而是立刻返回一个生成器对象。", True),
+    ("再以 `run` 为参数调用这个实例，并把 `run` 原样返回。", True),          # 再: a step after the one before
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
     """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
@@ -419,7 +420,7 @@ def test_a_short_step_of_a_series_of_clauses_comes_with_the_clauses_before_it():
     units = section_units("原理非常直观。新增一个引用，计数加 1；一个引用失效，计数减 1；计数变为 0，说明再也没有人能访问这个对象。\n")
     assert [u.text for u in _group(units, 2)] == ["新增一个引用，计数加 1；", "一个引用失效，计数减 1；"]
     assert [u.text for u in _group(units, 1)] == ["新增一个引用，计数加 1；"], "the first step opens the series"
-    long = section_units("原理非常直观。先把每个对象的计数复制到临时字段里；再把集合内部的引用一一减去，剩下的就是外部引用；\n")
+    long = section_units("原理非常直观。先把每个对象的计数复制到临时字段里；集合内部的引用被一一减去，剩下的就是外部引用；\n")
     assert [u.text for u in _group(long, 2)] == [long[2].text], "a clause with a fact of its own stands"
 
 
