@@ -29,7 +29,7 @@ from kb.chunking import in_aside
 from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
-                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
+                        r"也就是说|换句话说|反之|否则|此时|然后|接着|其次|再|也|第[二三四五六]|最后|其中|它|其(?!实)|该|此|"
                         r"两者|二者|前者|后者|上述|对应地|相应地|类似地|与之相比|相比之下|与此相比|"
                         # "DDP 则…", "生成器对象则只有…": a subject and 则 contrast with the sentence before.
                         r"[^，。；,：]{1,12}?(?<![否规原法准实])则)")
@@ -45,7 +45,7 @@ BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例
                       r"(?:^|[，,从中里后]|输出|结果)可以(?:看到|看出|读出)|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)|"
                       # "注意最后一行：…", "最后一行说明…", "以第一行为例": a line of the program or output above.
-                      r"(?:^|^注意|现象是)最后一行|^以第[一二三四五]行为例")
+                      r"(?:^|^注意|现象是)最后一[行例]|^以第[一二三四五]行为例")
 # 其二，… / 第二，…: an ordinal that enumerates points which state their own facts.
 _ORDINAL = r"(?:其[一二三四五]|第[一二三四五六])(?=[，,])"
 # A discourse marker that only links a sentence to what precedes it ("因此…", "可以看到…" after a program's
@@ -139,7 +139,7 @@ def _group(units: list[Unit], i: int, depth: int = 0, heading: str = "", forward
 # 不解析命令行参数"), unlike one after a clause with its subject ("对象释放后，它的块回到所在的池里"); and a short subject
 # with 因此 concludes from the sentence before ("$r$ 因此是需要调的超参数").
 _LEANS = re.compile(r"(?<![”\"」])这一点|这种情况|^[^：:—]*前者[^：:—]*后者|这个(?:值|公式|关系|数字|式子)|"
-                    r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个|"
+                    r"^[^，,。；：:]*其中的|^前[两三四五六七八九十\d]+个|^[^，,。；：:]{1,20}把它|"
                     r"^(?:在|为了|如果|若)[^，,。；：:]{1,14}[，,]它|^[^，,。；：:]{1,10}因此|^[^，,。；：:“”]{1,5}它")
 
 
@@ -202,7 +202,7 @@ def quoted_forms(text: str) -> frozenset[str]:
 
 # "注意最后一行：前两个值已经被取走了", "另一个值得注意的现象是最后一行：`add.__name__` 变成了 `wrapper`": what follows
 # the colon states the fact the line shows.
-_LINE_LEAD = re.compile(r"^[^：:。]{0,16}最后一行[^：:。]{0,10}[：:]\s*")
+_LINE_LEAD = re.compile(r"^[^：:。]{0,16}最后一[行例][^：:。]{0,10}[：:]\s*")
 
 
 def detach(text: str) -> str | None:

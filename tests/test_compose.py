@@ -346,6 +346,8 @@ def test_a_sentence_about_the_question_before_brings_the_question():
     ("理解它们的区别，是高效使用 pdb 的关键。", True),                       # 它 among the first words
     ("调用它不会执行函数体，而是立刻返回一个生成器对象。", True),
     ("再以 `run` 为参数调用这个实例，并把 `run` 原样返回。", True),          # 再: a step after the one before
+    ("也可以直接在命令行用 `python -m timeit`。", True),                      # 也: besides the sentence before
+    ("`gc.unfreeze()` 把它们放回最老的一代。", True),
 ])
 def test_a_sentence_pointing_at_this_point_brings_the_sentence_before(sentence, leans):
     """这一点 / 这种情况 / 用前者…后者 / 这个值 inside a sentence point at the sentence before, like an opening 这 (round 9:
@@ -394,6 +396,8 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
                          "最后一行说明生成器对象的大小与元素个数无关。以第一行为例：循环执行了 6 次。\n")
     assert texts(_group(last, 1)) == ["`add.__name__` 变成了 `wrapper`。"], "what the last line shows, after the colon"
     assert _group(last, 2) is None and _group(last, 3) is None, "a line of the output above, and no colon to cut at"
+    example = section_units("```python\nf('3')\n```\n\n注意最后一例：类型注解 `y: int` 在运行时不做任何检查。\n")
+    assert texts(_group(example, 1)) == ["类型注解 `y: int` 在运行时不做任何检查。"], "the last example, after the colon"
     taken = section_units("```text\n10 20\n[30, 40]\n```\n\n注意最后一行：前两个值已经被 `next()` 取走了，`list()` 只拿到剩下的两个。\n")
     assert _group(taken, 1) is None, "after the colon the fact still points at the output (round 10)"
     assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
