@@ -50,7 +50,7 @@ def heading_line(path: tuple[str, ...]) -> str:
     return " > ".join(path)
 
 
-def in_aside(text: str, pos: int) -> bool:
+def _in_aside(text: str, pos: int) -> bool:
     """text[pos] is inside a full-width parenthesis opened earlier on its line: "（…取 $10^{-3}$；Song 等人…）" is one
     remark, and cutting after its ；would leave both halves with an unmatched parenthesis (version 3)."""
     line = text[text.rfind("\n", 0, pos) + 1:pos]
@@ -62,7 +62,7 @@ def _sentences(text: str, start: int, end: int, size: int) -> list[_Unit]:
     protected = [(m.start() + start, m.end() + start) for m in _PROTECTED.finditer(text[start:end])]
     cuts = []
     for m in _BOUNDARY.finditer(text, start, end):
-        if not any(s < m.end() < e for s, e in protected) and (m.group() == "\n" or not in_aside(text, m.end())):
+        if not any(s < m.end() < e for s, e in protected) and (m.group() == "\n" or not _in_aside(text, m.end())):
             cuts.append(m.end())
     units, prev = [], start
     for cut in [*cuts, end]:

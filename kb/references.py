@@ -25,7 +25,7 @@ import re
 from dataclasses import replace
 from typing import Sequence
 
-from kb.chunking import in_aside
+from kb.chunking import split_units
 from kb.sentences import Unit, section_units
 
 CONNECTIVE = re.compile(r"^(?:因此|所以|因而|从而|于是|但是|但|然而|不过|而且|并且|而|这|那么|那|此外|另外|同样|同理|"
@@ -273,15 +273,14 @@ def _chars(units: Sequence[Unit]) -> int:
 _LINK = re.compile(r"\[\[\d+\]\]\([^)]*\)")
 _FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.S | re.M)
 _FORMULA = re.compile(r"^\$\$.*?\$\$[ \t]*$", re.S | re.M)
-_SENTENCE_END = re.compile(r"[。！？；]")
 _ITEM_LINE = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
 _HEADING_LEAD = re.compile(r"^\*\*([^*\n]+)\*\*[：:]")
 
 
 def _split(line: str) -> list[str]:
-    """A line of the answer cut after 。！？；as the chunker cuts sentences: not inside a full-width parenthesis."""
-    cuts = [m.end() for m in _SENTENCE_END.finditer(line) if not in_aside(line, m.end())]
-    return [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)])]
+    """A line of the answer cut into sentences as the chunker cuts an article's (`kb.chunking.split_units`: after
+    。！？；, not inside inline code, inline math or a full-width parenthesis), never at a size limit."""
+    return [line[u.start:u.end] for u in split_units(line, len(line) + 1)]
 
 
 def _elements(text: str) -> list[tuple[str, str, bool]]:
