@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import faulthandler
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ HIDDEN = 16
 VARIANTS = ("none", "no-ddp", "same-shard", "crash-rank1")
 CRASH_STEP = 2           # crash-rank1 raises on rank 1 before this (0-based) step
 RECORD_FILE = "record.json"
+FAILED_EXIT_S = 10.0     # a failed rank still alive this long after its error dumps its stacks and exits
 
 
 def make_dataset(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,13 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group(args.backend, timeout=_dt.timedelta(seconds=args.timeout_s),
                             device_id=device if device.type == "cuda" else None)
     try:
-        try:
-            steps = train(args, rank, world, local_rank, device)
-        except Exception as exc:
-            # Said at once, before the agent may stop this rank: a peer's "connection closed" can reach the
-            # agent first, and the launcher then finds the root cause in the log by this line.
-            say(f"{tag} {type(exc).__name__}: {exc}")
-            raise
+        steps = train(args, rank, world, local_rank, device)
         if rank == 0:
             rec = {"world_size": world, "backend": args.backend, "device": str(device),
                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -183,9 +179,18 @@ def main(argv: list[str] | None = None) -> None:
             tmp = out / (RECORD_FILE + ".tmp")
             tmp.write_text(json.dumps(rec))  # json floats round-trip float64 exactly
             tmp.replace(out / RECORD_FILE)
-        say(f"{tag} done: {len(steps)} steps")
-    finally:
-        dist.destroy_process_group()
+    except Exception as exc:
+        # Said at once, before the agent may stop this rank: a peer's "connection closed" can reach the
+        # agent first, and the launcher then finds the root cause in the log by this line.
+        say(f"{tag} {type(exc).__name__}: {exc}")
+        # No destroy_process_group() here: while a peer still waits inside a collective it can block
+        # this rank for good (as torchtitan found, pytorch/torchtitan#1342), and then neither rank exits
+        # before the collective timeout. Exiting closes this rank's sockets, which is what fails the peer.
+        # Should the exit itself stall, print where and end the process with exit code 1.
+        faulthandler.dump_traceback_later(FAILED_EXIT_S, exit=True)
+        raise
+    say(f"{tag} done: {len(steps)} steps")
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -165,3 +165,38 @@ def test_crashed_rank_fails_the_run_with_its_error(tmp_path):
     detail = report.checks[0].detail
     assert "exit code 1" in detail and "RuntimeError: planted crash: rank 1 fails before step 2" in detail, detail
     assert not (report.out / "ddp" / "record.json").exists()
+
+
+_FAILED_RANK = """
+import atexit, os, sys, time
+import torch.distributed as dist
+from demos import ddp_worker
+
+def boom(*args):
+    raise RuntimeError("planted failure in train")
+
+def destroy():
+    print("destroy_process_group called on the failure path", flush=True)
+
+ddp_worker.train = boom
+ddp_worker.FAILED_EXIT_S = 2.0
+dist.destroy_process_group = destroy
+atexit.register(time.sleep, 600)  # an exit that never finishes, as a stuck gloo teardown would be
+ddp_worker.main(["--out", sys.argv[1]])
+"""
+
+
+def test_failed_rank_skips_destroy_and_cannot_stall_its_exit(tmp_path):
+    """A rank whose training raised says its error, leaves the process group alone (destroying it while a
+    peer waits in a collective can block for good) and, when its exit stalls, dumps its stacks and ends
+    with exit code 1 after FAILED_EXIT_S instead of holding its peer until the collective timeout."""
+    from servers import free_port
+
+    env = {**_env(), "PYTHONPATH": str(ROOT), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    proc = subprocess.run([sys.executable, "-c", _FAILED_RANK, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["[rank 0] RuntimeError: planted failure in train"], proc.stdout
+    assert "Timeout (0:00:02)!" in proc.stderr and "in main" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "record.json").exists()
