@@ -7,9 +7,9 @@ The ONNX file is made locally, on first use, from the model folder (the one the 
 followed by the sentence-transformers pipeline of m3e (mean pooling over the attention mask, then L2
 normalization); then onnxruntime's transformer optimizer fuses it (`onnxruntime.transformers.optimizer.
 optimize_model`, model_type "bert": EmbedLayerNormalization, one Attention op per layer, SkipLayerNorm,
-BiasGelu); for int8, `onnxruntime.quantization.quantize_dynamic` of the fused file's MatMuls (int8 weights
-per output channel, activations quantized per call; this CPU has AVX-512 VNNI; the fused attention stays
-float32). It is cached in `<KB_HOME>/onnx/` beside the index, with a small manifest that
+BiasGelu); for int8, `onnxruntime.quantization.quantize_dynamic` of the fused file's MatMuls (7-bit
+weights per output channel, activations quantized per call, the same integers on every x86 CPU; the fused
+attention stays float32). It is cached in `<KB_HOME>/onnx/` beside the index, with a small manifest that
 records its SHA-256, the model files it was made from and the recipe (RECIPE); a cached file that is
 missing, corrupted, made from other weights or by another recipe is made again, never loaded. At run time
 only onnxruntime and the model's own `tokenizer.json` (through `tokenizers`) are used: no torch import on
@@ -32,8 +32,8 @@ import numpy as np
 from kb.config import MAX_EMBED_WORKERS
 from kb.embedding import Embedder, resolve_model
 from kb.errors import ModelError
-from kb.onnx_export import (BACKENDS, CACHE_MANIFEST, ONNX_BACKENDS, RECIPE, ensure_onnx,  # noqa: F401 - re-exported
-                            model_settings)
+from kb.onnx_export import (BACKENDS, CACHE_MANIFEST, MODEL_TAG, ONNX_BACKENDS, RECIPE,  # noqa: F401 - re-exported
+                            ensure_onnx, model_settings)
 
 
 def _usable_cpus() -> int:
@@ -84,8 +84,9 @@ def _shared_weights(path: Path) -> dict:
 class OnnxEmbedder(Embedder):
     """m3e-small (or another mean-pooled BERT folder) through ONNX Runtime, float32 or int8.
 
-    `model_id` is the model plus the backend ("m3e-small@onnx-int8"): the index manifest records it, so
-    vectors of one backend are never mixed with another's (a backend switch rebuilds the index).
+    `model_id` is the model plus the backend and its int8 recipe ("m3e-small@onnx-int8-w7", MODEL_TAG): the
+    index manifest records it, so vectors of one backend or recipe are never mixed with another's (a backend
+    switch, or an index made by the earlier 8-bit recipe, rebuilds the index).
 
     One text per run by default: dynamic int8 quantization scales the activations per tensor, so in a
     padded batch a text's vector would depend on its batch companions (cosine 0.996 to itself alone);
@@ -117,7 +118,7 @@ class OnnxEmbedder(Embedder):
         self.backend = backend
         self.variant = ONNX_BACKENDS[backend]
         base = model if not Path(model).expanduser().exists() else str(Path(model).expanduser().resolve())
-        self.model_id = f"{base}@{backend}"
+        self.model_id = f"{base}@{MODEL_TAG[self.variant]}"
         self.cache_dir = Path(cache_dir)
         self.query_prompt = query_prompt
         self.passage_prompt = passage_prompt

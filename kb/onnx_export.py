@@ -4,7 +4,7 @@
 followed by the sentence-transformers pipeline of m3e (mean pooling over the attention mask, then L2
 normalization); then onnxruntime's transformer optimizer fuses it (`onnxruntime.transformers.optimizer.
 optimize_model`, model_type "bert": EmbedLayerNormalization, one Attention op per layer, SkipLayerNorm,
-BiasGelu); for int8, `onnxruntime.quantization.quantize_dynamic` of the fused file's MatMuls (int8 weights
+BiasGelu); for int8, `onnxruntime.quantization.quantize_dynamic` of the fused file's MatMuls (7-bit weights
 per output channel, activations quantized per call; the fused attention stays float32). `ensure_onnx`
 caches the file in `<KB_HOME>/onnx/` with a manifest (SHA-256, source model files, RECIPE): a missing,
 corrupted or stale file is made again, never loaded.
@@ -34,7 +34,10 @@ OPSET = 17
 # How the files are made; recorded in the cache manifest, so a file made by another recipe is made again.
 RECIPE = {"fp32": "torch.onnx.export(attn_implementation=eager, opset 17) + mean pooling + L2; "
                   "onnxruntime.transformers.optimizer bert fusions (opt_level 0)"}
-RECIPE["int8"] = RECIPE["fp32"] + "; quantize_dynamic QInt8 per-channel of MatMul (Attention float32)"
+RECIPE["int8"] = RECIPE["fp32"] + "; quantize_dynamic QInt8 per-channel reduce_range of MatMul (Attention float32)"
+# The backend's part of the embedder's model id, which the index and sentence-store manifests record: a new
+# int8 recipe gives other vectors, so it gets a new id and an index built by the old one is rebuilt.
+MODEL_TAG = {"fp32": "onnx", "int8": "onnx-int8-w7"}
 CACHE_MANIFEST = "onnx-manifest.json"
 
 
@@ -171,6 +174,15 @@ def quantize_int8(src: Path, out: Path) -> dict[str, int]:
     question (3 of 146, past the 0.02 goal; with the attention in float32 the dev-set figures equal
     float32's). Per-channel kept the cosine >= 0.996, per-tensor only 0.990; quantizing the embedding table
     (Gather) too shrinks the file 57 -> 22 MiB but lowers the cosine, and it is not where the time goes.
+
+    The weights use 7 of their 8 bits (`reduce_range`). Without AVX-512 VNNI (an AMD EPYC with AVX2 only,
+    2026-12-02), ONNX Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose 16-bit
+    sum of two products saturates at full-range weights: the vectors' cosine to torch fell to 0.62-0.82
+    (mean 0.71 over 300 article chunks) and the held-out dev set lost three out-of-scope refusals. With
+    7-bit weights no sum can saturate, so every x86 CPU computes the same integers: cosine >= 0.996 on that
+    machine, as on the VNNI one. (uint8 weights also avoid it, 0.9964 against 0.9962, through a slower
+    kernel on VNNI CPUs.)
+
     The fused operators are outside ONNX's shape inference, hence DefaultTensorType float. Returns the
     quantized operator counts."""
     import onnx
@@ -178,7 +190,7 @@ def quantize_int8(src: Path, out: Path) -> dict[str, int]:
 
     with _QuietOnnxruntime():
         quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=False, op_types_to_quantize=["MatMul"],
+                         reduce_range=True, op_types_to_quantize=["MatMul"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     ops = [node.op_type for node in onnx.load(str(out), load_external_data=False).graph.node]
     return {op: ops.count(op) for op in ("MatMulInteger", "QAttention", "Attention") if op in ops}
