@@ -23,7 +23,9 @@ indexes.
 """
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from kb.config import MAX_EMBED_WORKERS
 from kb.embedding import Embedder, resolve_model
 from kb.errors import ModelError
 from kb.onnx_export import (BACKENDS, CACHE_MANIFEST, MODEL_TAG, ONNX_BACKENDS, RECIPE,  # noqa: F401 - re-exported
-                            ensure_onnx, model_settings)
+                            ensure_onnx, model_settings, read_cache_manifest)
 
 
 def _usable_cpus() -> int:
@@ -60,6 +62,15 @@ def check_count(value, what: str) -> int:
 
 
 SHARED_MIN_BYTES = 1 << 20
+
+# The int8 file's vectors depend on the CPU's integer kernels (8-bit weights saturated without AVX-512 VNNI:
+# cosine 0.62-0.82 to torch). Every process that opens it embeds these sentences and compares them with the
+# float32 file's vectors of the same sentences, kept in PROBE_FILE beside it.
+PROBES = ("列表和元组有什么区别？", "引用计数归零时，对象立即被释放。", "pdb 的 n 命令执行到当前函数的下一行",
+          "EDM 把噪声水平 σ 直接当作时间变量", "DDP 在 backward 中对梯度做 all-reduce",
+          "@tf_export 把函数登记到 TensorFlow 的公开 API")
+PROBE_FILE = "int8-probe.json"
+INT8_MIN_COSINE = 0.99   # 7-bit weights give >= 0.997 on these; the saturated 8-bit file gave 0.62-0.82
 
 
 def _shared_weights(path: Path) -> dict:
@@ -177,7 +188,41 @@ class OnnxEmbedder(Embedder):
             self._inputs = {i.name for i in session.get_inputs()}
             self._dimension = int(session.get_outputs()[0].shape[1])
             self._tokenizer = tokenizer
+            if self.variant == "int8":
+                self._check_int8(model_dir, session)
             self._session = session
+
+    def _check_int8(self, model_dir: Path, session) -> None:
+        """Refuse an int8 file whose vectors on this CPU are far from float32's (PROBES, INT8_MIN_COSINE):
+        one clear ModelError that names the float32 backend, never silently wrong answers."""
+        reference = self._probe_reference(model_dir)
+        got = np.vstack([session.run(None, self._feeds([text]))[0] for text in PROBES])
+        cosine = float((got * reference).sum(1).min())      # both are L2-normalized by the graph
+        if cosine < INT8_MIN_COSINE:
+            raise ModelError(f"the int8 ONNX model gives wrong vectors on this CPU (cosine {cosine:.3f} to "
+                             f"float32's on {len(PROBES)} probe sentences, below {INT8_MIN_COSINE}); "
+                             f"use KB_EMBED_BACKEND=onnx (float32)")
+
+    def _probe_reference(self, model_dir: Path) -> np.ndarray:
+        """The float32 file's vectors of PROBES, from PROBE_FILE when it was made from the float32 file the
+        cache manifest names now; otherwise computed (about a second) and written there."""
+        fp32 = read_cache_manifest(self.cache_dir).get("fp32", {}).get("sha256")
+        path = self.cache_dir / PROBE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if fp32 and data["fp32_sha256"] == fp32 and data["texts"] == list(PROBES):
+                return np.asarray(data["vectors"], np.float32)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        session = self._open_session(ensure_onnx(model_dir, self.cache_dir, "fp32"), self.threads or _usable_cpus())
+        vectors = np.vstack([session.run(None, self._feeds([text]))[0] for text in PROBES])
+        data = {"fp32_sha256": read_cache_manifest(self.cache_dir)["fp32"]["sha256"], "texts": list(PROBES),
+                "vectors": vectors.tolist()}
+        with tempfile.NamedTemporaryFile("w", dir=self.cache_dir, suffix=".tmp", delete=False,
+                                         encoding="utf-8") as tmp:
+            json.dump(data, tmp)
+        os.replace(tmp.name, path)
+        return vectors
 
     def worker_sessions(self) -> list:
         """The document workers' single-threaded sessions, opened on first use (`workers` of them). They

@@ -213,7 +213,7 @@ def ensure_onnx(model_dir: Path, cache: Path, variant: str) -> Path:
     source = {"model_dir": str(model_dir), "files": _source_files(model_dir), "export_version": EXPORT_VERSION,
               "recipe": RECIPE[variant]}
     with _make_lock:
-        entry = _read_cache_manifest(cache).get(variant)
+        entry = read_cache_manifest(cache).get(variant)
         if entry and entry.get("source") == source and path.is_file():
             if sha256_file(path) == entry.get("sha256"):
                 return path
@@ -245,7 +245,7 @@ def ensure_onnx(model_dir: Path, cache: Path, variant: str) -> Path:
                 os.fsync(f.fileno())
             digest = sha256_file(made)
             os.replace(made, path)
-        manifest = _read_cache_manifest(cache)
+        manifest = read_cache_manifest(cache)
         manifest[variant] = {"file": path.name, "sha256": digest, "source": source, "operators": fused,
                              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         tmp_manifest = cache / f".{CACHE_MANIFEST}.tmp"
@@ -255,7 +255,8 @@ def ensure_onnx(model_dir: Path, cache: Path, variant: str) -> Path:
         return path
 
 
-def _read_cache_manifest(cache: Path) -> dict:
+def read_cache_manifest(cache: Path) -> dict:
+    """The cache manifest's entries by variant; {} when it is missing or unreadable."""
     try:
         data = json.loads((cache / CACHE_MANIFEST).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}

@@ -11,7 +11,7 @@ import pytest
 from kb.config import Config
 from kb.embedding import SentenceTransformerEmbedder, make_embedder, resolve_model
 from kb.errors import ModelError
-from kb.onnx_embed import CACHE_MANIFEST, RECIPE, OnnxEmbedder, ensure_onnx
+from kb.onnx_embed import CACHE_MANIFEST, INT8_MIN_COSINE, PROBE_FILE, PROBES, RECIPE, OnnxEmbedder, ensure_onnx
 from kb.index import sha256_file
 
 SENTENCES = ["列表和元组有什么区别？", "Python 的垃圾回收用引用计数和分代回收", "pdb 怎么设置条件断点",
@@ -169,6 +169,35 @@ def test_corrupted_cached_onnx_file_is_made_again(onnx_cache, caplog):
     e = OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8")
     v = e.embed_documents(SENTENCES[:2])
     assert v.shape == (2, 512) and sha256_file(path) == good, "the embedder never loads a damaged file"
+
+
+
+@pytest.mark.slow
+def test_int8_vectors_are_checked_against_float32_on_this_cpu(onnx_cache):
+    """Every process that opens the int8 file compares its vectors of PROBES with the float32 file's (kept
+    in PROBE_FILE, tied to that file's SHA-256); far apart, as when a CPU's integer kernels saturate, the
+    backend refuses with one message that names the float32 backend."""
+    OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").load()
+    path = onnx_cache / PROBE_FILE
+    probe = json.loads(path.read_text())
+    assert probe["texts"] == list(PROBES)
+    assert probe["fp32_sha256"] == json.loads((onnx_cache / CACHE_MANIFEST).read_text())["fp32"]["sha256"]
+    reference = np.asarray(probe["vectors"], np.float32)
+    np.testing.assert_allclose(reference, OnnxEmbedder("m3e-small", onnx_cache, "onnx").embed_documents(
+        list(PROBES)), atol=1e-6, err_msg="the reference is the float32 file's own vectors")
+    int8 = OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").embed_documents(list(PROBES))
+    assert (int8 * reference).sum(1).min() >= 0.995 > INT8_MIN_COSINE, "this CPU passes with a margin"
+
+    # Vectors int8 cannot match (each probe's reference is another probe's): as a saturating CPU would see.
+    path.write_text(json.dumps({**probe, "vectors": np.roll(reference, 1, axis=0).tolist()}))
+    with pytest.raises(ModelError, match=r"^the int8 ONNX model gives wrong vectors on this CPU \(cosine 0\.\d{3} "
+                                         r"to float32's on 6 probe sentences, below 0\.99\); use KB_EMBED_BACKEND=onnx"):
+        OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").load()
+
+    # A reference made from another float32 file is not trusted: computed again, and the check passes.
+    path.write_text(json.dumps({**probe, "fp32_sha256": "0" * 64, "vectors": np.roll(reference, 1, axis=0).tolist()}))
+    OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").load()
+    assert json.loads(path.read_text()) == probe
 
 
 # Document embedding on several workers (KB_EMBED_WORKERS) ------------------------------------------------
