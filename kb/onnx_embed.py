@@ -24,6 +24,7 @@ indexes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -36,6 +37,8 @@ from kb.embedding import Embedder, resolve_model
 from kb.errors import ModelError
 from kb.onnx_export import (BACKENDS, CACHE_MANIFEST, MODEL_TAG, ONNX_BACKENDS, RECIPE,  # noqa: F401 - re-exported
                             ensure_onnx, model_settings, read_cache_manifest)
+
+log = logging.getLogger("kb")
 
 
 def _usable_cpus() -> int:
@@ -218,10 +221,13 @@ class OnnxEmbedder(Embedder):
         vectors = np.vstack([session.run(None, self._feeds([text]))[0] for text in PROBES])
         data = {"fp32_sha256": read_cache_manifest(self.cache_dir)["fp32"]["sha256"], "texts": list(PROBES),
                 "vectors": vectors.tolist()}
-        with tempfile.NamedTemporaryFile("w", dir=self.cache_dir, suffix=".tmp", delete=False,
-                                         encoding="utf-8") as tmp:
-            json.dump(data, tmp)
-        os.replace(tmp.name, path)
+        try:
+            with tempfile.NamedTemporaryFile("w", dir=self.cache_dir, suffix=".tmp", delete=False,
+                                             encoding="utf-8") as tmp:
+                json.dump(data, tmp)
+            os.replace(tmp.name, path)
+        except OSError as exc:     # a read-only cache: checked all the same, computed again next time
+            log.warning("cannot keep the int8 probe vectors in %s (%s)", path, exc.strerror or exc)
         return vectors
 
     def worker_sessions(self) -> list:

@@ -200,6 +200,31 @@ def test_int8_vectors_are_checked_against_float32_on_this_cpu(onnx_cache):
     assert json.loads(path.read_text()) == probe
 
 
+@pytest.mark.slow
+def test_int8_check_works_in_a_read_only_cache(onnx_cache, tmp_path, caplog, monkeypatch):
+    """A cache folder the process cannot write (a replica's read-only volume; simulated, as root may write
+    anywhere): the probe vectors are computed and checked all the same, with one warning that they cannot
+    be kept."""
+    import errno
+    import shutil
+    import tempfile
+    cache = tmp_path / "onnx"
+    shutil.copytree(onnx_cache, cache)
+    (cache / PROBE_FILE).unlink()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with caplog.at_level(logging.WARNING, logger="kb"):
+        e = OnnxEmbedder("m3e-small", cache, "onnx-int8")
+        e.load()
+    assert not (cache / PROBE_FILE).exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot keep the int8 probe vectors in {cache / PROBE_FILE} (Read-only file system)"], caplog.text
+    assert e.embed_query(PROBES[0]).shape == (512,)
+
+
 # Document embedding on several workers (KB_EMBED_WORKERS) ------------------------------------------------
 
 def _article_texts(n: int) -> list[str]:
