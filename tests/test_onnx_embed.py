@@ -190,8 +190,9 @@ def test_int8_vectors_are_checked_against_float32_on_this_cpu(onnx_cache):
 
     # Vectors int8 cannot match (each probe's reference is another probe's): as a saturating CPU would see.
     path.write_text(json.dumps({**probe, "vectors": np.roll(reference, 1, axis=0).tolist()}))
-    with pytest.raises(ModelError, match=r"^the int8 ONNX model gives wrong vectors on this CPU \(cosine 0\.\d{3} "
-                                         r"to float32's on 6 probe sentences, below 0\.99\); use KB_EMBED_BACKEND=onnx"):
+    wrong = (r"^the int8 ONNX model gives wrong vectors on this CPU \(cosine 0\.\d{3} to float32's on 6 probe "
+             r"sentences, below 0\.99\); use KB_EMBED_BACKEND=onnx")
+    with pytest.raises(ModelError, match=wrong):
         OnnxEmbedder("m3e-small", onnx_cache, "onnx-int8").load()
 
     # A reference made from another float32 file is not trusted: computed again, and the check passes.
