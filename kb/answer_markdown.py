@@ -10,6 +10,9 @@ alone. HTML in article prose is shown as text.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+
+from kb.references import full_stop
 
 
 def pieces_markdown(pieces, link: str) -> list[str]:
@@ -34,7 +37,13 @@ def pieces_markdown(pieces, link: str) -> list[str]:
             paragraphs.append("".join(para))
             para.clear()
 
-    for piece in pieces:
+    for at, piece in enumerate(pieces):
+        if piece.kind == "prose" and piece.item < 0 and piece.text.endswith("；"):
+            # A clause quoted without the clause that follows it in the article ends the sentence here:
+            # "…总 NFE 为 2N−1；" then another paragraph would read as unfinished.
+            after = pieces[at + 1] if at + 1 < len(pieces) else None
+            if not (after and after.kind == "prose" and after.index == piece.index + 1 >= 1):
+                piece = replace(piece, text=full_stop(piece.text))
         if piece.kind == "prose" and piece.item >= 0:
             text = f"{escape_prose(piece.text)}{link}"
             if items and (piece.list_id, piece.item) == current:

@@ -89,6 +89,7 @@ class Piece:
     item: int = -1       # a list item's sentence: its item (index of the item's first unit in its section)
     list_id: int = -1    # ... and its list; -1 outside lists
     mark: str = ""       # the item's Markdown mark ("-", "2.")
+    index: int = -1      # the sentence's unit index in its section (-1: a heading lead-in, an added block)
 
 
 @dataclass
@@ -323,7 +324,7 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
             rest = [g for g in rest if not any(g is p for p in pulled)]
         rest = sorted((u for g in rest for u in g), key=lambda u: u.index)
         ordered = first + rest
-        plan.groups.append((cands[c].key, [Piece(u.kind, u.text, u.item, u.list_id, u.mark) for u in ordered]))
+        plan.groups.append((cands[c].key, [Piece(u.kind, u.text, u.item, u.list_id, u.mark, u.index) for u in ordered]))
 
     if not plan.has_block and qtype in ("code", "how", "formula"):
         _add_block(plan, cands, qtype, chosen)

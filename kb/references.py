@@ -196,8 +196,15 @@ def unpoint(text: str) -> str:
 @functools.lru_cache(maxsize=16384)
 def quoted_forms(text: str) -> frozenset[str]:
     """The ways an answer quotes a sentence of the article: as written, without its opening discourse marker
-    (`detach`) or its asides that point back (`drop_aside`), and always without pointers (`unpoint`)."""
-    return frozenset(unpoint(t) for t in (text, detach(text), drop_aside(text)) if t)
+    (`detach`) or its asides that point back (`drop_aside`), and always without pointers (`unpoint`); a
+    clause ending in ；also ending in 。 (`full_stop`)."""
+    forms = {unpoint(t) for t in (text, detach(text), drop_aside(text)) if t}
+    return frozenset(forms | {full_stop(t) for t in forms})
+
+
+def full_stop(text: str) -> str:
+    """A clause ending in ；as an answer quotes it without the clause that follows it: ending in 。."""
+    return text[:-1] + "。" if text.endswith("；") else text
 
 
 # "注意最后一行：前两个值已经被取走了", "另一个值得注意的现象是最后一行：`add.__name__` 变成了 `wrapper`": what follows
@@ -353,4 +360,5 @@ def _follows(section, prev: tuple, sentence: str) -> bool:
         prose = [u for u in units if u.kind != "skip"]
         return bool(prose) and prev[1] == section.heading and prose[0].text == sentence and bool(REFERENT.match(sentence))
     units = [u for u in units if u.kind != "skip" or _asks(u)]
-    return any(prev[1] in quoted_forms(a.text) and unpoint(b.text) == sentence for a, b in zip(units, units[1:]))
+    return any(prev[1] in quoted_forms(a.text) and sentence in (unpoint(b.text), full_stop(unpoint(b.text)))
+               for a, b in zip(units, units[1:]))
