@@ -210,12 +210,18 @@ def full_stop(text: str) -> str:
 # "注意最后一行：前两个值已经被取走了", "另一个值得注意的现象是最后一行：`add.__name__` 变成了 `wrapper`": what follows
 # the colon states the fact the line shows.
 _LINE_LEAD = re.compile(r"^[^：:。]{0,16}最后一[行例][^：:。]{0,10}[：:]\s*")
+# "不过上面的 `LoggingDict` 有一个隐患：内置的 `dict` 是用 C 实现的…", "这个例子清楚地表明：…": only the lead-in
+# before the colon points at the example above; what follows it states a fact of its own.
+_POINTER_LEAD = re.compile(r"^[^：:。；]{2,40}[：:]\s*")
+_EXAMPLE = re.compile(r"上面|上例|这个例子|这段代码|从输出|运行结果")   # not 本文… (a plan of the article follows)
 
 
 def detach(text: str) -> str | None:
     """The sentence without its opening discourse marker (or its lead-in about the last line of the output
     above) when what remains stands on its own (it points at nothing before it); None otherwise."""
     m = MARKER.match(text) or _LINE_LEAD.match(text)
+    if m is None and (lead := _POINTER_LEAD.match(text)) and _EXAMPLE.search(lead.group(0)):
+        m = lead
     rest = text[m.end():] if m else ""
     if len(rest) < 8 or refers_back(rest) or BACKWARD.search(rest) or rest[0] in "，,：:；;":
         return None

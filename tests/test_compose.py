@@ -422,6 +422,13 @@ def test_a_sentence_linked_back_only_by_a_marker_is_quoted_without_it():
     assert texts(_group(example, 1)) == ["类型注解 `y: int` 在运行时不做任何检查。"], "the last example, after the colon"
     taken = section_units("```text\n10 20\n[30, 40]\n```\n\n注意最后一行：前两个值已经被 `next()` 取走了，`list()` 只拿到剩下的两个。\n")
     assert _group(taken, 1) is None, "after the colon the fact still points at the output (round 10)"
+    hazard = section_units("```python\nclass LoggingDict(dict): ...\n```\n\n不过上面的 `LoggingDict` 有一个隐患：内置的 `dict` "
+                           "是用 C 实现的，`update()` 在内部直接写入，不会调用子类的 `__setitem__`。这个例子清楚地表明："
+                           "“Python 3 使用广度优先”是错误的。本文先讲共同点，再讲后果：为什么空列表比空元组大。\n")
+    assert [texts(_group(hazard, i)) for i in (1, 2)] == [
+        ["内置的 `dict` 是用 C 实现的，`update()` 在内部直接写入，不会调用子类的 `__setitem__`。"],
+        ["“Python 3 使用广度优先”是错误的。"]], "only the lead-in before the colon points at the example"
+    assert _group(hazard, 3) is None, "本文…： announces the article's plan; what follows is a list of topics"
     assert [u.text for u in units][2:4] == ["可以看到容量按 0、4、8、16 的节奏增长。", "这样追加的均摊代价是常数。"], "units untouched"
     sections = [Section("s", "S", 2, ("T", "S"), text, 1)]
     link = "[[1]](article/x#s)"
