@@ -221,12 +221,16 @@ class OnnxEmbedder(Embedder):
         vectors = np.vstack([session.run(None, self._feeds([text]))[0] for text in PROBES])
         data = {"fp32_sha256": read_cache_manifest(self.cache_dir)["fp32"]["sha256"], "texts": list(PROBES),
                 "vectors": vectors.tolist()}
+        tmp = None
         try:
             with tempfile.NamedTemporaryFile("w", dir=self.cache_dir, suffix=".tmp", delete=False,
-                                             encoding="utf-8") as tmp:
-                json.dump(data, tmp)
-            os.replace(tmp.name, path)
-        except OSError as exc:     # a read-only cache: checked all the same, computed again next time
+                                             encoding="utf-8") as f:
+                tmp = Path(f.name)
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except OSError as exc:     # a read-only or full cache: checked all the same, computed again next time
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             log.warning("cannot keep the int8 probe vectors in %s (%s)", path, exc.strerror or exc)
         return vectors
 
