@@ -42,7 +42,7 @@ def pieces_markdown(pieces, link: str) -> list[str]:
             # A clause quoted without the clause that follows it in the article ends the sentence here:
             # "…总 NFE 为 2N−1；" then another paragraph would read as unfinished.
             after = pieces[at + 1] if at + 1 < len(pieces) else None
-            if not (after and after.kind == "prose" and after.index == piece.index + 1 >= 1):
+            if not (piece.index >= 0 and after and after.kind == "prose" and after.index == piece.index + 1):
                 piece = replace(piece, text=full_stop(piece.text))
         if piece.kind == "prose" and piece.item >= 0:
             text = f"{escape_prose(piece.text)}{link}"

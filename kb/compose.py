@@ -2,7 +2,7 @@
 
     plan = compose(embedder, question, hits, sections, article_sections)
     # sections: (slug, anchor) -> kb.articles.Section of the hits; article_sections: the top hit's article's
-    plan.groups   # [((slug, anchor), [Piece(kind="prose"|"block"|"intro"|"heading", text, item...)...]), ...]
+    plan.groups   # [((slug, anchor), [Unit(index, kind="prose"|"block"|"intro"|"heading", text, item...)...]), ...]
 
 The question's type (`question_type`: what / why / how / diff / code / formula) shapes the answer. Every prose
 sentence of the candidate sections is scored. With the fitted sentence model (kb/sentence_model.py, fitted on
@@ -83,19 +83,9 @@ def question_type(question: str) -> str:
 
 
 @dataclass
-class Piece:
-    kind: str            # "prose", "block", "intro" (the line before an added block) or "heading" (a section's
-    text: str            # heading as the lead-in of its first sentence)
-    item: int = -1       # a list item's sentence: its item (index of the item's first unit in its section)
-    list_id: int = -1    # ... and its list; -1 outside lists
-    mark: str = ""       # the item's Markdown mark ("-", "2.")
-    index: int = -1      # the sentence's unit index in its section (-1: a heading lead-in, an added block)
-
-
-@dataclass
 class Plan:
     qtype: str
-    groups: list[tuple[tuple[str, str], list[Piece]]] = field(default_factory=list)   # ((slug, anchor), pieces)
+    groups: list[tuple[tuple[str, str], list[Unit]]] = field(default_factory=list)   # ((slug, anchor), pieces)
     prose_chars: int = 0
 
     @property
@@ -324,7 +314,7 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
             rest = [g for g in rest if not any(g is p for p in pulled)]
         rest = sorted((u for g in rest for u in g), key=lambda u: u.index)
         ordered = first + rest
-        plan.groups.append((cands[c].key, [Piece(u.kind, u.text, u.item, u.list_id, u.mark, u.index) for u in ordered]))
+        plan.groups.append((cands[c].key, ordered))
 
     if not plan.has_block and qtype in ("code", "how", "formula"):
         _add_block(plan, cands, qtype, chosen)
@@ -352,5 +342,5 @@ def _add_block(plan: Plan, cands, qtype: str, chosen) -> None:
             block = code_block_of(text)
         if block:
             intro = "公式：" if qtype == "formula" else "示例代码："
-            plan.groups.append((cands[c].key, [Piece("intro", intro), Piece("block", block)]))
+            plan.groups.append((cands[c].key, [Unit(-1, "intro", intro), Unit(-1, "block", block)]))
             return

@@ -70,8 +70,9 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
 @dataclass(frozen=True)
 class Unit:
     index: int
-    kind: str            # "prose", "block" (code, $$ formula, table), "skip" (heading, too short) or
-                         # "heading" (a section's heading brought as the lead-in of its first sentence)
+    kind: str            # "prose", "block" (code, $$ formula, table), "skip" (heading, too short),
+                         # "heading" (a section's heading brought as the lead-in of its first sentence) or, in
+                         # an answer's plan (kb.compose), "intro" (the line before an added block)
     text: str            # the sentence without its list mark, or the whole block
     item: int = -1       # in a list item: the index of the item's first unit; -1 outside lists
     list_id: int = -1    # in a list: the index of the list's first unit; -1 outside lists

@@ -4,6 +4,7 @@ import pytest
 
 from kb.articles import Section
 from kb.compose import _group, answer_elements, dangling_references, question_type, section_units
+from kb.sentences import Unit
 
 SECTION = """生成器是惰性的。因此它很省内存。
 
@@ -73,7 +74,7 @@ def test_dangling_references_in_finished_answers():
 
 # The fitted sentence scorer and the selection, without a model ------------------------------------------------
 
-from kb.compose import HAND_PARAMS, Cand, Piece, Scored, _groups, candidates, select  # noqa: E402
+from kb.compose import HAND_PARAMS, Cand, Scored, _groups, candidates, select  # noqa: E402
 from kb import sentence_model  # noqa: E402
 
 A = "生成器是惰性的，元素在迭代时才逐个产生。它只保存自己的栈帧和局部变量。因此它很省内存，适合处理大文件。"
@@ -283,14 +284,14 @@ def test_a_clause_quoted_without_the_clause_after_it_ends_with_a_full_stop():
     from kb.answer_markdown import pieces_markdown as _markdown
 
     def prose(text, index, item=-1):
-        return Piece("prose", text, item, 7 if item >= 0 else -1, "-" if item >= 0 else "", index)
+        return Unit(index, "prose", text, item, 7 if item >= 0 else -1, "-" if item >= 0 else "")
 
     md = _markdown([prose("总 NFE 为 2N−1；", 4), prose("N 为 18 时正好是 35。", 5),
                     prose("Heun 的误差阶数是二；", 9), prose("纯 Euler 每步只评估一次。", 2),
                     prose("先评估起点的斜率；", 12, item=12), prose("最后一步只用 Euler；", 20)], "[1]")
     assert md == ["总 NFE 为 2N−1；[1]N 为 18 时正好是 35。[1]Heun 的误差阶数是二。[1]纯 Euler 每步只评估一次。[1]\n"
                   "- 先评估起点的斜率；[1]", "最后一步只用 Euler。[1]"], md
-    assert _markdown([prose("误差阶数是二；", 3), Piece("block", "$$x$$", index=4)], "[1]") == [
+    assert _markdown([prose("误差阶数是二；", 3), Unit(4, "block", "$$x$$")], "[1]") == [
         "误差阶数是二。[1]", "$$x$$"], "a clause before a block of its own section ends too"
     section = Section("d", "detach", 2, ("T", "detach"), "detach() 返回的张量共享内存，修改一个另一个也变。另外，autograd "
                       "不允许原地修改需要梯度的叶子张量；在 torch.no_grad() 中则可以修改。\n", 1)
