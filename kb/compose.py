@@ -31,8 +31,8 @@ a list is never cut up: its chosen items stay together in source order under the
 opening section's answer uses two or more items of a list, that list opens the answer. A question that does
 not ask for code never opens with a program's lead-in (下面真正启动 2 个进程…：): the section's best chosen sentence
 without one opens, and the program follows in source order. An answer has at
-most one block; a code or how-to question without one gets its section's code block, a formula question
-its section's formula. This module knows sentences and blocks, not citations or Markdown links.
+most one block: code for a code question, not a program for one that asks for a formula by name (公式, 方程);
+a code or how-to question without one gets its section's code block, a formula question its section's formula. This module knows sentences and blocks, not citations or Markdown links.
 """
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ CLOSE_SAME = 0.04
 CLOSE_OTHER = 0.01
 MIN_CHARS = 120
 MAX_CHARS = 450
+
+
+_FORMULA_ASK = re.compile(r"公式|方程|等式|formula|equation", re.I)
+
+
+def wants_formula(question: str) -> bool:
+    """The question asks for a formula by name: the answer's one block is a formula, not a program."""
+    return bool(_FORMULA_ASK.search(question))
 
 
 def question_type(question: str) -> str:
@@ -118,6 +126,7 @@ class Scored:
     rel: dict[tuple[int, int], float]                   # (candidate, unit index) -> score (higher: better)
     groups: dict[tuple[int, int], list[Unit] | None]    # what the sentence brings; None: cannot stand alone
     params: dict = field(default_factory=dict)          # selection thresholds for this kind of score
+    wants_formula: bool = False                         # the question asks for a formula (公式, 方程), not code
 
 
 def candidates(hits: Sequence, sections: dict, article_sections: Sequence = ()) -> list[Cand]:
@@ -164,7 +173,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
     if model is not None:
         X = sentence_model.features(scoring, qtype, cands, prose, cos)
         z = model.logits(X)
-        return Scored(qtype, cands, dict(zip(keys, map(float, z))), groups, model.params)
+        return Scored(qtype, cands, dict(zip(keys, map(float, z))), groups, model.params, wants_formula(question))
     words = [w for w in dict.fromkeys(tokenize(question)) if len(w) > 1 or not w.isascii()]
     bonus = _TYPE_BONUS.get(qtype)
     rel: dict[tuple[int, int], float] = {}
@@ -175,7 +184,7 @@ def score_sentences(embedder, question: str, hits: Sequence, sections: dict, art
         r += TYPE_BONUS if bonus is not None and bonus.search(u.text) else 0.0
         same = cands[c].slug == cands[0].slug
         rel[(c, u.index)] = r + RANK_PRIOR[min(c, len(RANK_PRIOR) - 1)] + (ARTICLE_PRIOR if same else 0.0)
-    return Scored(qtype, cands, rel, groups, dict(HAND_PARAMS))
+    return Scored(qtype, cands, rel, groups, dict(HAND_PARAMS), wants_formula(question))
 
 
 HAND_PARAMS = {"floor": FLOOR, "close_same": CLOSE_SAME, "close_other": CLOSE_OTHER, "max_sections": 2,
@@ -203,6 +212,9 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
     plan = Plan(scored.qtype)
     qtype, cands, rel, groups = scored.qtype, scored.cands, scored.rel, scored.groups
     ranked = sorted((k for k in rel if groups[k] is not None), key=lambda k: -rel[k])
+    # The one block of a code question is code, not a formula or a table; of a question that asks for a
+    # formula, not a program (前向 SDE 的公式是啥 is not answered by its simulation's code).
+    ranked = [k for k in ranked if _block_fits(groups[k], qtype, scored.wants_formula)] or ranked
     if not ranked:
         return plan
     best = ranked[0]
@@ -239,8 +251,8 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
         has_block = any(u.kind == "block" for u in g)
         if (has_block and block_used) or plan.prose_chars + _chars(g) > max_chars and chosen:
             return False
-        if qtype == "code" and any(u.kind == "block" and not _is_code(u) for u in g):
-            return False   # the one block of a code question is code, not a formula or a table
+        if not _block_fits(g, qtype, scored.wants_formula):
+            return False
         if host is not None:
             host.extend(g)
         else:
@@ -324,6 +336,14 @@ def select(scored: Scored, max_chars: int | None = None, keep_article: bool = Fa
 def _is_code(u: Unit) -> bool:
     """A fenced code block, not a `$$` formula or a table."""
     return u.kind == "block" and u.text.lstrip().startswith(("```", "~~~"))
+
+
+def _block_fits(group: Sequence[Unit], qtype: str, formula: bool) -> bool:
+    """The group's block is one the question may get: code for a code question, no program for a question
+    that asks for a formula."""
+    if qtype == "code":
+        return not any(u.kind == "block" and not _is_code(u) for u in group)
+    return not (formula and _brings_code(group))
 
 
 def _brings_code(group: Sequence[Unit]) -> bool:

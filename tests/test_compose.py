@@ -178,6 +178,29 @@ def test_a_sentence_about_the_formula_above_brings_the_formula_and_its_lead_in()
     assert dangling_references(f"{group[2].text}{link}", sections) != [], "其中… alone still dangles"
 
 
+SDE_SECTION = ("前向过程写成一个随机微分方程：\n\n$$\n\\mathrm dx = f\\,\\mathrm dt + g\\,\\mathrm dw\n$$\n\n"
+               "其中 f 称为漂移系数，g 称为扩散系数。\n\n下面用 Euler–Maruyama 模拟这个过程：\n\n"
+               "```python\nx = x + f * dt + g * dw\n```\n\n模拟的终点是标准正态分布。")
+
+
+def test_a_question_that_asks_for_a_formula_gets_the_formula_not_the_simulation():
+    cands = [Cand("sde", "f", "前向 SDE", 0, section_units(SDE_SECTION), 0.8)]
+    rel, groups = {}, {}
+    for i, g in _groups(tuple(cands[0].units)).items():
+        rel[(0, i)] = {"下面用 E": 2.0, "前向过程": 1.5, "其中 f ": 1.0}.get(cands[0].units[i].text[:5], -5.0)
+        groups[(0, i)] = g
+    prm = {**HAND_PARAMS, "floor": 3.0, "fill_chars": 0}
+    kinds = lambda plan: [(p.kind, p.text[:4]) for _, pieces in plan.groups for p in pieces]
+    plain = select(Scored("formula", cands, rel, groups, prm))
+    assert ("block", "```p") in kinds(plain) and not any(t.startswith("$$") for k, t in kinds(plain)), \
+        "a number question (多少) may get the program the best sentence announces"
+    asked = select(Scored("formula", cands, rel, groups, prm, wants_formula=True))
+    assert kinds(asked) == [("prose", "前向过程"), ("block", "$$\n\\"), ("prose", "其中 f")], kinds(asked)
+    from kb.compose import wants_formula
+    assert wants_formula("前向 SDE 的公式是啥") and wants_formula("Fokker-Planck 方程怎么推") and wants_formula("the SDE equation")
+    assert not wants_formula("gc 的阈值默认是多少")
+
+
 # Lists and heading lead-ins ----------------------------------------------------------------------------------
 
 LISTS = """以下操作会让引用计数加 1：
