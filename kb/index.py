@@ -130,6 +130,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to a temporary file beside `path` and move it over `path` (`os.replace`), so a
+    reader sees the old or the new file, never half of one. On OSError (a read-only folder, a full disk)
+    the temporary file is removed and the error raised: the caller's cache then just is not kept."""
+    tmp = None
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                         encoding="utf-8") as f:
+            tmp = Path(f.name)
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)

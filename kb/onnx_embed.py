@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 from kb.config import MAX_EMBED_WORKERS
 from kb.embedding import Embedder, resolve_model
 from kb.errors import ModelError
+from kb.index import replace_text
 from kb.onnx_export import (BACKENDS, CACHE_MANIFEST, MODEL_TAG, ONNX_BACKENDS, RECIPE,  # noqa: F401 - re-exported
                             ensure_onnx, model_settings, read_cache_manifest)
 
@@ -221,16 +221,9 @@ class OnnxEmbedder(Embedder):
         vectors = np.vstack([session.run(None, self._feeds([text]))[0] for text in PROBES])
         data = {"fp32_sha256": read_cache_manifest(self.cache_dir)["fp32"]["sha256"], "texts": list(PROBES),
                 "vectors": vectors.tolist()}
-        tmp = None
         try:
-            with tempfile.NamedTemporaryFile("w", dir=self.cache_dir, suffix=".tmp", delete=False,
-                                             encoding="utf-8") as f:
-                tmp = Path(f.name)
-                json.dump(data, f)
-            os.replace(tmp, path)
+            replace_text(path, json.dumps(data))
         except OSError as exc:     # a read-only or full cache: checked all the same, computed again next time
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
             log.warning("cannot keep the int8 probe vectors in %s (%s)", path, exc.strerror or exc)
         return vectors
 

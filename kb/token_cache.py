@@ -6,8 +6,8 @@ an idle 2-core machine and several seconds under load, paid by the first questio
 a text depend only on the text and on the tokenizer, so they are stored in `$KB_HOME/bm25-tokens.json`,
 keyed by the SHA-1 of the text, under a tokenizer id (jieba's version, the stop words, TOKENIZER_VERSION).
 A file written by another tokenizer, or one that cannot be read, is ignored (one log line) and written
-again; only the texts of the current corpus are kept. Writes are atomic (a temporary file and
-`os.replace`), so replicas sharing a data folder read the old or the new file, never half of one. With a
+again; only the texts of the current corpus are kept. Writes are atomic (`kb.index.replace_text`: a temporary
+file and `os.replace`), so replicas sharing a data folder read the old or the new file, never half of one. With a
 PostgreSQL store (KB_DATABASE_URL) replicas keep no files, so kb.retrieval passes no folder: no cache.
 """
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
 from pathlib import Path
 
+from kb.index import replace_text
 from kb.text import STOPWORDS, tokenize
 
 log = logging.getLogger("kb")
@@ -78,14 +77,8 @@ def corpus_tokens(texts: list[str], home: Path | None) -> list[list[str]]:
 
 
 def _write(path: Path, tokenizer: str, tokens: dict[str, list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"tokenizer": tokenizer, "tokens": tokens}, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        replace_text(path, json.dumps({"tokenizer": tokenizer, "tokens": tokens}, ensure_ascii=False))
     except OSError as exc:              # a read-only data folder: search works, the next start cuts again
         log.warning("cannot write the BM25 token cache %s: %s", path, exc)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass

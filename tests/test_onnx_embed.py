@@ -231,7 +231,7 @@ def test_int8_check_works_in_a_read_only_cache(onnx_cache, tmp_path, caplog, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.undo()
-    monkeypatch.setattr("kb.onnx_embed.os.replace", disk_full)
+    monkeypatch.setattr("kb.index.os.replace", disk_full)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="kb"):
         OnnxEmbedder("m3e-small", cache, "onnx-int8").load()

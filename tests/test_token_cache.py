@@ -69,6 +69,24 @@ def test_an_unwritable_data_folder_still_answers(tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"], "a temporary file was left behind"
 
 
+def test_a_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch, caplog):
+    import errno
+
+    token_cache.corpus_tokens(TEXTS[:1], tmp_path)
+    before = (tmp_path / token_cache.FILE).read_bytes()
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("kb.index.os.replace", disk_full)
+    with caplog.at_level(logging.WARNING, logger="kb"):
+        assert token_cache.corpus_tokens(TEXTS, tmp_path) == [tokenize(t) for t in TEXTS]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write the BM25 token cache {tmp_path / token_cache.FILE}: [Errno 28] No space left on device"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [token_cache.FILE], "a temporary file was left behind"
+    assert (tmp_path / token_cache.FILE).read_bytes() == before, "the old cache is kept whole"
+
+
 def test_a_restart_searches_the_same_without_jieba_over_the_corpus(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "articles")
     config = Config(articles_dir=corpus, home=tmp_path / "home")
