@@ -41,7 +41,8 @@ SERIES_CHARS = 16      # a clause ending in ；this short, after another, is a s
 LIST_CHARS = 300        # a lead-in ending in ：brings its whole list when the list is this short
 # "Python 用 MRO 回答这个问题。", "PEP 442 解决了这个问题": the problem is the sentence (or the question) before.
 PROBLEM = re.compile(r"这个问题|这些问题|这一问题|此问题|该问题|^答案")
-BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|输出[为是]|"
+# 输出是… is the output of the program above, not a function's "它的输入是…，输出是…" (EDM's denoiser).
+BACKWARD = re.compile(r"上面|上例|上表|上图|前面的代码|前面的例子|这段代码|这个例子|运行结果|^[^输]*输出[为是]|"
                       r"(?:^|[，,从中里后]|输出|结果)可以(?:看到|看出|读出)|"
                       r"^(?:本文|本节|本篇|这篇文章|下文|后文)|"
                       # "注意最后一行：…", "最后一行说明…", "以第一行为例": a line of the program or output above.

@@ -535,6 +535,20 @@ def test_a_caller_that_can_see_a_change_points_back_at_nothing():
         assert BACKWARD.search(s), s
 
 
+def test_a_function_s_output_is_not_the_output_above():
+    """输出是… after a program is its output; "它的输入是…，输出是…" says what a function returns and stands, with the
+    formula it runs into."""
+    from kb.references import BACKWARD, _group
+
+    for s in ("输出是 `[1, 2, 3]`。", "运行这段程序，输出为 3。"):
+        assert BACKWARD.search(s), s
+    text = ("EDM 引入去噪器 $D(x;\\sigma)$：它的输入是带噪样本，输出是对干净数据的估计，训练目标就是最小化 L2 去噪误差\n\n"
+            "$$\n\\|D(y+n;\\sigma)-y\\|^2\n$$\n")
+    assert not BACKWARD.search(text.split("\n")[0])
+    units = section_units(text)
+    assert [u.kind for u in _group(units, 0)] == ["prose", "block"], "the definition stands and brings its formula"
+
+
 def test_an_aside_pointing_back_is_dropped_and_the_sentence_quoted():
     """'（如上例中 …）' inside a sentence is an aside: without it the rule stands on its own; a back reference
     outside the parentheses still leaves the sentence out."""
