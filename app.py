@@ -19,7 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import copy  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -58,6 +61,31 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class ShutdownLog(logging.Filter):
+    """uvicorn's log at the end of SHUTDOWN_GRACE_S: one WARNING line that says how many connections were still
+    open (readers' pages), instead of an ERROR line and one traceback (CancelledError) per cut connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Cancel ") and "timeout graceful shutdown exceeded" in message:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (f"shutdown: {message.split()[1]} connection(s) still open after {SHUTDOWN_GRACE_S:g} s "
+                          f"(readers' open pages) were closed")
+            record.args = ()
+            return True
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+def uvicorn_log_config() -> dict:
+    """uvicorn's own logging configuration with ShutdownLog on its console handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"shutdown": {"()": ShutdownLog}}
+    config["handlers"]["default"]["filters"] = ["shutdown"]
+    return config
+
+
 _EARLY = None
 if __name__ == "__main__":
     # `python app.py`: check the arguments, then start the engine (kb/prestart.py: the index, or a first
@@ -84,6 +112,10 @@ from kb.ui.style import CSS, add_head  # noqa: E402
 __all__ = ["ChatApp", "create_app", "create_server", "build_state", "main"]
 
 WARM_WAIT_S = 10.0     # python app.py: how long the page waits for the early warm answer at most
+# On SIGTERM (docker stop, systemd, a rolling deploy) answers in flight get this long to finish. Without a bound
+# uvicorn waits for every open connection, and a reader's open page holds one for good (Gradio's heartbeat
+# stream): the process never exited, and the SIGKILL that came instead skipped stopping the running demos.
+SHUTDOWN_GRACE_S = 5.0
 
 def create_app(state: ChatApp) -> gr.Blocks:
     """The Blocks of the app: each tab builds its blocks, then each wires its events; `create_server` mounts it."""
@@ -259,8 +291,12 @@ def main(argv: list[str] | None = None, early=None) -> None:
     print(f"serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     if not args.no_warm_up:
         warm_gradio_queue(args.host, args.port)
+    # uvicorn stops serving on SIGTERM, then raises the signal again with the handler it found: this one unwinds
+    # (SystemExit) through the `finally` below, which stops the running demos, instead of ending the process.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(server, host=args.host, port=args.port, log_level="warning", log_config=uvicorn_log_config(),
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     finally:
         state.runner.close()
 

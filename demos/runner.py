@@ -300,9 +300,20 @@ class Runner:
         return sorted((h for h in handles if h is not None), key=lambda h: (h.submitted, h.id))
 
     def close(self) -> None:
-        """Cancel everything queued or running (e.g. when the app shuts down)."""
+        """Cancel everything queued or running (the app shuts down). Returns when the running demos' process
+        groups are gone: SIGTERM, then SIGKILL after `kill_grace_s` (the app's process may exit right after)."""
+        with self._lock:
+            running = [h for h in self._running if h.pgid is not None and not h.done]
+            for handle in running:
+                handle._cancel_requested = True
+        killers = [threading.Thread(target=_kill_group, args=(h.pgid, self.kill_grace_s), daemon=True) for h in running]
+        for thread in killers:
+            thread.start()
         for handle in self.history():
-            handle.cancel()
+            if handle not in running:
+                handle.cancel()
+        for thread in killers:
+            thread.join()
 
     # ---- scheduling --------------------------------------------------------------------------------
     def _needs_gpu(self, handle: RunHandle) -> bool:
@@ -465,7 +476,8 @@ def _pump(stream, handle: RunHandle, log) -> None:
 
 
 def _kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
-    """SIGTERM the group, then SIGKILL whatever is still alive after `grace_s`."""
+    """SIGTERM the group, then SIGKILL whatever is still alive after `grace_s`; returns when the group is gone
+    (a SIGKILL takes effect a moment after it is sent; at most one more second)."""
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -476,7 +488,10 @@ def _kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and live_group_members(pgid):
+        time.sleep(0.01)
 
 
 def _submitted(run_dir: Path) -> tuple[str, float]:

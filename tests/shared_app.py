@@ -62,7 +62,9 @@ class LiveApp:
         self.state = state
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        config = uvicorn.Config(create_server(state), host="127.0.0.1", port=self.port, log_level="warning")
+        # A browser page left open holds a stream: stop() cuts it after a second, as app.py does after its grace.
+        config = uvicorn.Config(create_server(state), host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="live-app")
         self.thread.start()

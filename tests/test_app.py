@@ -1,6 +1,7 @@
 """app.py handlers called directly, demos/present.py's check parsing, the article routes of kb/web.py, the
 admin tab on a small fake-embedder KB, and one gradio_client round trip against the live app."""
 import html
+import os
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,84 @@ def test_linked_demo_runs_in_its_own_card_and_shows_its_checks(state):
     # A past run reopens with its checks.
     again = list(state.stream_run(run_id))
     assert len(again) == 1 and again[0][2] == checks, "an ended run shows at once, same checks"
+
+
+@pytest.mark.slow
+def _processes_under(folder: Path) -> list[int]:
+    """Pids of the processes whose working directory lies in `folder` (a demo runs in its run's folder)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_app_and_its_demo_within_the_grace_with_a_reader_s_page_open(tmp_path_factory, tmp_path):
+    """`python app.py` over the session's index gets SIGTERM while a reader's page holds its heartbeat stream
+    open and a demo runs: it exits within SHUTDOWN_GRACE_S and the runner's kill grace (plus slack), the demo's
+    processes are gone, and the log has no traceback."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from app import SHUTDOWN_GRACE_S
+    from demos.runner import KILL_GRACE_S
+    from shared_app import free_port
+
+    home = tmp_path / "home"
+    shutil.copytree(real_kb(tmp_path_factory).config.home, home)
+    port = free_port()
+    env = {**os.environ, "KB_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-warm-up", "--runs-dir",
+                                 str(tmp_path / "runs")], cwd=ARTICLES.parent, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "no page within 120 s"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        from gradio_client import Client
+        runs = tmp_path / "runs"
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        run = client.predict("sde-vs-ode", "{}", False, api_name="/run_demo")
+        client.close()
+        while not _processes_under(runs):
+            assert time.monotonic() < deadline, f"the demo did not start: {run}"
+            time.sleep(0.1)
+        reader = socket.create_connection(("127.0.0.1", port), timeout=10)
+        reader.sendall(f"GET /gradio_api/heartbeat/reader1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                       "Accept: text/event-stream\r\n\r\n".encode())
+        assert reader.recv(64).startswith(b"HTTP/1.1 200"), "the page's stream is open"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(SHUTDOWN_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"app.py still running {SHUTDOWN_GRACE_S + 10:g} s after SIGTERM with a reader's page open")
+        took = time.monotonic() - t0
+        reader.close()
+        assert _processes_under(runs) == [], "the demo outlived the app"
+        assert took <= SHUTDOWN_GRACE_S + KILL_GRACE_S + 5, took
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text and "ERROR" not in text, text[-2000:]
+        assert "connection(s) still open after" in text, "one line says the reader's page was cut off"
+        print(f"\nSIGTERM with a reader's page open and a demo running: exited in {took:.1f} s (rc {proc.returncode})")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def test_linked_demo_without_demos_is_an_error(state):

@@ -159,6 +159,22 @@ def test_cancel_running_and_queued(tmp_path):
     assert (second.run_dir / LOG_FILE).read_text() == "[runner] cancelled before it started\n"
 
 
+def test_close_returns_when_the_running_demos_are_gone(tmp_path):
+    """The app's shutdown calls close() and then exits: close() itself must see the runs' process groups end,
+    SIGKILL included for processes that ignore SIGTERM (a killer thread would die with the app)."""
+    r = Runner(tmp_path / "runs", max_concurrent=1, gpu_available=False, kill_grace_s=0.5)
+    running = r.submit(FIXTURE, {"mode": "sleep"})
+    queued = r.submit(FIXTURE, {"mode": "pass"})
+    wait_for_line(running, "children started")
+    pids = [int(p) for p in (running.run_dir / "pids.txt").read_text().split()]
+    r.close()
+    assert [p for p in pids if alive(p)] == [] and group_survivors(running.pgid) == [], \
+        "a process of the run outlived close()"
+    assert queued.status == "cancelled"
+    running.wait(WAIT)
+    assert running.status == "cancelled"
+
+
 # ---- queue and live output ----------------------------------------------------------------------------
 
 def test_max_concurrent_queues_fifo(tmp_path):
