@@ -78,6 +78,20 @@ def test_probe_test_half_rates(kb):
         f"falsely refused {rates['false_refusals']}/{rates['answerable']} answerable probes; wrong: {rates['wrong']}")
 
 
+@pytest.mark.slow
+def test_everyday_probes_rate(kb):
+    """The "everyday" probes (round 12): questions about resumes, cats, cooking, health, written after the
+    refusal model was fitted and never in its bank. Their generic words (写, 学好, 总结) are in the articles, and
+    a question such as 简历怎么写 was answered from the inheritance article. Measured: 25/37 refused with round
+    11's model, 28/37 after the bank grew by 123 everyday questions (README); the rest is this feature set's
+    limit, asserted so that it cannot get worse unseen."""
+    rates = probe_rates(kb, [p for p in PROBES if p["split"] == "everyday"])["everyday"]
+    assert rates["out_of_scope"] == 37 and rates["answerable"] == 0
+    assert rates["refused"] >= 28, f"refused {rates['refused']}/37 everyday questions; answered: {rates['wrong']}"
+    bank = {line.strip() for line in (ROOT / "tests" / "data" / "refusal_oos.txt").read_text(encoding="utf-8").splitlines()}
+    assert not bank & {p["question"] for p in PROBES if p["split"] == "everyday"}, "an everyday probe is in the bank"
+
+
 # Issue 8, item 2: natural English and Chinese dev questions (d4-*) refused before the English generic-word rule,
 # the lead term's "discusses" check and the refit of 2026-12-01; all eight are answered now.
 NATURAL = [
