@@ -32,7 +32,8 @@ opening section's answer uses two or more items of a list, that list opens the a
 not ask for code never opens with a program's lead-in (下面真正启动 2 个进程…：): the section's best chosen sentence
 without one opens, and the program follows in source order. An answer has at
 most one block: code for a code question, not a program for one that asks for a formula by name (公式, 方程);
-a code or how-to question without one gets its section's code block, a formula question its section's formula. This module knows sentences and blocks, not citations or Markdown links.
+a code or how-to question without one gets its section's code block, a formula question its section's formula.
+This module knows sentences and blocks, not citations or Markdown links.
 """
 from __future__ import annotations
 
