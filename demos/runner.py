@@ -302,16 +302,7 @@ class Runner:
     def close(self) -> None:
         """Cancel everything queued or running (the app shuts down). Returns when the running demos' process
         groups are gone: SIGTERM, then SIGKILL after `kill_grace_s` (the app's process may exit right after)."""
-        with self._lock:
-            running = [h for h in self._running if h.pgid is not None and not h.done]
-            for handle in running:
-                handle._cancel_requested = True
-        killers = [threading.Thread(target=_kill_group, args=(h.pgid, self.kill_grace_s), daemon=True) for h in running]
-        for thread in killers:
-            thread.start()
-        for handle in self.history():
-            if handle not in running:
-                handle.cancel()
+        killers = [thread for thread in map(self._cancel, self.history()) if thread is not None]
         for thread in killers:
             thread.join()
 
@@ -350,10 +341,12 @@ class Runner:
                 self._gpu_holder = None
         self._dispatch()
 
-    def _cancel(self, handle: RunHandle) -> None:
+    def _cancel(self, handle: RunHandle) -> threading.Thread | None:
+        """Drop a queued run, or start killing a running one's process group: the killing thread, which
+        `close` waits for."""
         with self._lock:
             if handle.done:
-                return
+                return None
             handle._cancel_requested = True
             queued = handle in self._queue
             if queued:
@@ -363,8 +356,11 @@ class Runner:
             self._end(handle, "cancelled", None, "cancelled before it started")
         elif handle.pgid is not None:
             # Killing waits out the grace period; the caller (a UI handler) should not.
-            threading.Thread(target=_kill_group, args=(handle.pgid, self.kill_grace_s), daemon=True).start()
+            killer = threading.Thread(target=_kill_group, args=(handle.pgid, self.kill_grace_s), daemon=True)
+            killer.start()
+            return killer
         # A running handle whose process is not up yet: the worker sees _cancel_requested.
+        return None
 
     # ---- one run -------------------------------------------------------------------------------------
     def _work(self, handle: RunHandle) -> None:
