@@ -692,3 +692,25 @@ def test_the_questions_identifiers_in_the_section_and_the_article_are_features()
     assert col("identifier") == [0, 1, 0.5, 0], "the sentence itself"
     none = sentence_model.features("为什么每次迭代都要清零", "why", cands, prose, [0.7, 0.7, 0.7, 0.75])
     assert not none[:, sentence_model.FEATURES.index("article_identifier")].any(), "no identifier asked: off"
+
+
+def test_one_letter_names_and_operators_count_as_words_of_the_question():
+    """`pdb 里 c 和 r 是什么` counted only `pdb`, which every sentence of the article holds, and opened with the
+    pipe section (round 13); `x += y 是怎么执行的` counted only 执行 and opened with the MRO article."""
+    assert sentence_model.question_terms("pdb 里 c 和 r 是什么") == ["pdb", "c", "r"]
+    assert sentence_model.question_terms("x += y 是怎么执行的") == ["执行", "x", "y", "+="]
+    assert sentence_model.question_terms("is 和 == 的区别") == ["is", "区别", "=="]
+    assert sentence_model.question_terms("**kwargs 怎么用") == ["kwargs", "**"]
+    control = section_units("这一组命令决定程序在 pdb 里往前走多少。\n")
+    cont = section_units("`c`（continue）让程序一直运行。`r`（return）运行到当前函数即将返回。\n")
+    pipe = section_units("pdb 从标准输入读取命令，例如 `printf 'c\\nq\\n' | python -m pdb demo.py`。\n")
+    cands = [Cand("pdb", "x", "控制执行：n、s、c、r", 0, control, 0.8), Cand("pdb", "c", "c 与 r：继续运行", 1, cont, 0.7),
+             Cand("pdb", "p", "用管道驱动 pdb", None, pipe, 0.0)]
+    prose = [(c, u) for c, cand in enumerate(cands) for u in cand.units if u.kind == "prose"]
+    X = sentence_model.features("pdb 里 c 和 r 是什么", "what", cands, prose, [0.7, 0.7, 0.7, 0.7])
+    col = lambda name: list(X[:, sentence_model.FEATURES.index(name)])
+    assert col("lexical") == pytest.approx([1 / 3] * 4), "pdb; `c`, `r` as inline code; pdb (printf's c is no name)"
+    assert col("idf_lexical")[1] > col("idf_lexical")[3] > 0, "c and r are rarer among the candidates than pdb"
+    assert col("heading") == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1 / 3]), "a heading names c and r as whole words"
+    assert sentence_model._term_in("+=", "增强赋值 `x += y` 先调用 `__iadd__`")
+    assert not sentence_model._term_in("c", "class c3: pass") and not sentence_model._term_in("c", "c3 线性化", heading=True)
