@@ -255,14 +255,18 @@ def test_a_first_sentence_about_the_heading_gets_the_heading_as_lead_in():
     assert dangling_references(wrong, sections) != [], "another heading does not resolve 两者"
 
 
-def _plan_of(text, heading, rel_by_text, params=None):
+def _scored_of(text, heading, rel_by_text, params=None):
     cands = [Cand("pdb", "p", heading, 0, section_units(text), 0.8)]
     rel, groups = {}, {}
     for i, g in _groups(tuple(cands[0].units), heading).items():
         rel[(0, i)] = rel_by_text.get(cands[0].units[i].text[:4], -5.0)
         groups[(0, i)] = g
     prm = {**HAND_PARAMS, "floor": 2.0, "fill_chars": 0, **(params or {})}
-    return select(Scored("how", cands, rel, groups, prm))
+    return Scored("how", cands, rel, groups, prm)
+
+
+def _plan_of(text, heading, rel_by_text, params=None):
+    return select(_scored_of(text, heading, rel_by_text, params))
 
 
 def test_a_list_is_quoted_in_source_order_under_its_lead_in_and_rendered_as_markdown():
@@ -518,7 +522,8 @@ def test_a_sentence_continuing_a_list_moves_with_the_list_that_opens_the_answer(
     (before, it stayed behind the opening sentence, a connective without its predecessor)."""
     plan = _plan_of(SPLIT, "统一框架", {"论文最终": 8.0, "采样器：": 4.6, "训练配方": 4.5, "这种拆分": 4.4},
                     params={"floor": 6.0, "char_cost": 0.5})
-    assert [p.text[:4] for p in plan.groups[0][1]] == ["论文把模", "采样器：", "训练配方", "这种拆分", "论文最终"]
+    assert [p.text[:4] for p in plan.groups[0][1]] == ["论文把模", "加噪过程", "采样器：", "训练配方", "这种拆分", "论文最终"], \
+        "and the list is whole (round 13): 加噪过程 comes with its lead-in"
     sections = [Section("p", "统一框架", 2, ("T", "统一框架"), SPLIT, 1)]
     from kb.answer_markdown import pieces_markdown
     text = "\n\n".join(pieces_markdown(plan.groups[0][1], "[[1]](a#p)"))
@@ -714,3 +719,34 @@ def test_one_letter_names_and_operators_count_as_words_of_the_question():
     assert col("heading") == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1 / 3]), "a heading names c and r as whole words"
     assert sentence_model._term_in("+=", "增强赋值 `x += y` 先调用 `__iadd__`")
     assert not sentence_model._term_in("c", "class c3: pass") and not sentence_model._term_in("c", "c3 线性化", heading=True)
+
+
+VERSIONS = """各版本的差别可以归结为几条：
+
+1. 3.11 有三代，阈值是 700、10、10。回收在分配容器对象时触发。
+2. 3.12 的阈值不变，回收改到字节码循环的检查点上执行。
+3. 3.13 把第一个阈值提高到了 2000。这是为了减少年轻代回收的次数。
+4. 3.14 只分年轻和年老两代，每次只扫描年老代的一部分。
+
+每个版本的细节见官方文档。
+"""
+
+
+def test_an_item_quoted_with_its_lead_in_brings_the_first_sentences_of_the_other_items():
+    """Round 13: `gc 3.13 的阈值是多少` quoted `各版本的差别可以归结为几条：` and the one item it needed, so the answer
+    promised several and showed one, numbered 1 though the article numbers it 3. The lead-in now brings the other
+    items' first sentences (its own group's), numbered as the article numbers them, when they fit in the budget."""
+    from kb.answer_markdown import pieces_markdown as _markdown
+
+    plan = _plan_of(VERSIONS, "分代回收的版本差别", {"3.13": 1.0, "这是为了": 0.9})
+    pieces = plan.groups[0][1]
+    assert [p.text[:4] for p in pieces] == ["各版本的", "3.11", "3.12", "3.13", "这是为了", "3.14"], \
+        "the lead-in, every item's first sentence, and the chosen item's second sentence only"
+    md = _markdown(pieces, "")
+    assert [line[:6] for line in md[0].split("\n")] == ["各版本的差别", "1. 3.1", "2. 3.1", "3. 3.1", "4. 3.1"], md
+    assert plan.prose_chars == sum(len(p.text) for p in pieces)
+    sections = [Section("s", "分代回收的版本差别", 3, ("T", "分代回收的版本差别"), VERSIONS, 1)]
+    assert dangling_references("\n\n".join(_markdown(pieces, "[[1]](a#s)")), sections) == []
+    tight = select(_scored_of(VERSIONS, "分代回收的版本差别", {"3.13": 1.0, "这是为了": 0.9}), max_chars=10)
+    assert [p.text[:4] for p in tight.groups[0][1]] == ["各版本的", "3.13"], \
+        "no room (the budget plus LIST_SLACK): the item stays alone under its lead-in"
