@@ -51,6 +51,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_up(proc, url: str, log: Path, timeout: float = 180, path: str = "config") -> None:
+    """Return once an `app.py` subprocess serves `url + path`; fail with its log's tail if it exits or times out."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + path, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"app.py at {url} not up in {timeout:g} s: {log.read_text(errors='replace')[-2000:]}")
+
+
 class LiveApp:
     """The app served by uvicorn in a daemon thread; `url` ends with '/'."""
 

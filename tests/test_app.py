@@ -142,7 +142,6 @@ def test_linked_demo_runs_in_its_own_card_and_shows_its_checks(state):
     assert len(again) == 1 and again[0][2] == checks, "an ended run shows at once, same checks"
 
 
-@pytest.mark.slow
 def _processes_under(folder: Path) -> list[int]:
     """Pids of the processes whose working directory lies in `folder` (a demo runs in its run's folder)."""
     pids = []
@@ -163,11 +162,10 @@ def test_sigterm_stops_the_app_and_its_demo_within_the_grace_with_a_reader_s_pag
     import signal
     import socket
     import time
-    import urllib.request
 
     from app import SHUTDOWN_GRACE_S
     from demos.runner import KILL_GRACE_S
-    from shared_app import free_port
+    from shared_app import free_port, wait_up
 
     home = tmp_path / "home"
     shutil.copytree(real_kb(tmp_path_factory).config.home, home)
@@ -180,14 +178,7 @@ def test_sigterm_stops_the_app_and_its_demo_within_the_grace_with_a_reader_s_pag
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
-            assert time.monotonic() < deadline, "no page within 120 s"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_up(proc, f"http://127.0.0.1:{port}/", log, 120, path="")
         from gradio_client import Client
         runs = tmp_path / "runs"
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared_app import free_port
+from shared_app import free_port, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,16 +62,7 @@ def test_first_start_serves_bm25_at_once_then_hybrid(app_process):
     from gradio_client import Client
 
     proc, base, home, t0, log = app_process
-    deadline = time.monotonic() + 300
-    while True:
-        assert proc.poll() is None, f"app.py exited {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
-        assert time.monotonic() < deadline, "no page within 300 s"
-        try:
-            code, body = get(base)
-            if code == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
+    wait_up(proc, base, log, 300, path="")
     page_s = time.monotonic() - t0
     first = status(base)
     assert first["state"] == "building" and first["retrieval"] == "bm25", first

@@ -12,13 +12,13 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from servers import free_port
+from shared_app import wait_up
 from test_remote_runner import start_worker, stop_worker
 from demos import registry
 
@@ -52,20 +52,6 @@ def start_replica(name: str, tmp: Path, env: dict) -> tuple[subprocess.Popen, st
                              "--no-warm-up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc, f"http://127.0.0.1:{port}/"
-
-
-def wait_up(proc, url: str, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"replica exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"replica {url} not up in {timeout} s: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
